@@ -1,0 +1,119 @@
+//! The terminal (operator) log: slog -> slog-term or slog-json -> slog-async.
+//!
+//! Built once in `main` and passed down; every part of the server logs
+//! through child loggers with structured keys. slog-async's default drops
+//! records silently when its channel is full, so this one blocks instead
+//! (a log record is never lost), with a channel large enough that blocking
+//! is rare. The returned [`AsyncGuard`](slog_async::AsyncGuard) must live
+//! until the server has finished, so the last records reach stderr.
+
+use clap::ValueEnum;
+use slog::{o, Drain, Level, LevelFilter, Logger};
+use slog_async::{Async, AsyncGuard, OverflowStrategy};
+
+/// Records buffered between the server's threads and the writer thread.
+const CHANNEL_SIZE: usize = 8192;
+
+/// The least severe level that is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogLevel {
+    /// Only failures that stop something from working.
+    Error,
+    /// Also problems the server works around (timeouts, accept errors).
+    Warn,
+    /// Also start-up and shutdown records, with the summary.
+    #[default]
+    Info,
+    /// Also one record per request.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The matching slog level.
+    pub fn to_slog(self) -> Level {
+        match self {
+            LogLevel::Error => Level::Error,
+            LogLevel::Warn => Level::Warning,
+            LogLevel::Info => Level::Info,
+            LogLevel::Debug => Level::Debug,
+            LogLevel::Trace => Level::Trace,
+        }
+    }
+}
+
+/// How records are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (slog-term), coloured on a terminal.
+    #[default]
+    Term,
+    /// One JSON object per line (slog-json), for log shippers.
+    Json,
+}
+
+/// Builds the root logger writing to stderr; keep the guard alive until the
+/// last record has been logged, then drop it to flush.
+pub fn build(level: LogLevel, format: LogFormat) -> (Logger, AsyncGuard) {
+    let (drain, guard) = match format {
+        LogFormat::Term => {
+            let decorator = slog_term::TermDecorator::new().stderr().build();
+            spawn_writer(slog_term::FullFormat::new(decorator).build().fuse())
+        }
+        LogFormat::Json => {
+            let json = slog_json::Json::new(std::io::stderr())
+                .add_default_keys()
+                .build();
+            spawn_writer(json.fuse())
+        }
+    };
+    // Records sent after the guard is dropped (only possible from a signal
+    // arriving during exit) are ignored rather than panicking.
+    let drain = LevelFilter::new(drain, level.to_slog()).ignore_res();
+    (Logger::root(drain, o!()), guard)
+}
+
+/// Puts `drain` behind slog-async's writer thread, blocking (never
+/// dropping) when the channel is full.
+fn spawn_writer<D>(drain: D) -> (Async, AsyncGuard)
+where
+    D: Drain<Ok = (), Err = slog::Never> + Send + 'static,
+{
+    Async::new(drain)
+        .chan_size(CHANNEL_SIZE)
+        .overflow_strategy(OverflowStrategy::Block)
+        .thread_name("log-writer".into())
+        .build_with_guard()
+}
+
+/// A logger that discards everything, for tests and library users who do
+/// not want records.
+pub fn discard() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+/// Sends panic messages to `log` instead of bare stderr, so a contained
+/// panic in one connection shows up as a structured error record.
+pub fn route_panics(log: &Logger) {
+    let log = log.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = panic_message(info.payload());
+        let thread = std::thread::current();
+        slog::error!(log, "panic";
+            "thread" => thread.name().unwrap_or("unnamed"),
+            "at" => info.location().map(ToString::to_string).unwrap_or_default(),
+            "message" => message);
+    }));
+}
+
+/// The message of a panic payload, when it is a string.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}

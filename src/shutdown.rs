@@ -1,0 +1,230 @@
+//! Graceful shutdown: a flag, and a deliberate wake-up of the blocked
+//! `accept()`.
+//!
+//! [`Shutdown::request`] sets the flag and then wakes the accept loop by
+//! connecting to the listener from a socket whose address it notes first,
+//! so the loop can recognise and drop that connection. If the self-connect
+//! fails (a full backlog, say), it falls back to `shutdown(2)` on a
+//! duplicate of the listening socket, which makes `accept()` fail at once.
+//! Either way nothing polls.
+//!
+//! [`install_signal_handler`] ties SIGINT and SIGTERM to it: the first signal
+//! requests a graceful stop, a second exits at once with status 130.
+
+use slog::{info, Logger};
+use socket2::{Domain, SockRef, Socket, Type};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// How long the wake-up connection may take before the fallback is used.
+const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Exit status after a second signal: 128 + SIGINT, as shells report it.
+pub const FORCED_EXIT_STATUS: i32 = 130;
+
+/// A cloneable handle that asks a running server to stop gracefully.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// State shared by every clone.
+    inner: Arc<Inner>,
+}
+
+/// What the clones of a [`Shutdown`] share.
+#[derive(Debug, Default)]
+struct Inner {
+    /// Set once a stop has been requested.
+    requested: AtomicBool,
+    /// The listener to wake, while a server runs.
+    listener: Mutex<Option<TcpListener>>,
+    /// The local address of the wake-up connection, so the accept loop can
+    /// drop it instead of serving it.
+    waker: Mutex<Option<SocketAddr>>,
+}
+
+impl Shutdown {
+    /// A handle with no stop requested.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Whether a stop has been requested.
+    pub fn is_requested(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// Requests a graceful stop and wakes the accept loop. Returns `false`
+    /// if a stop had already been requested.
+    pub fn request(&self) -> bool {
+        if self.inner.requested.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // Holding the lock keeps the listener from being deregistered (and
+        // its socket closed) while we wake it.
+        let listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(listener) = listener.as_ref() {
+            if self.connect_to(listener).is_err() {
+                // Makes a blocked accept() return EINVAL at once; connections
+                // still in the backlog are reset, never half-answered.
+                let _ = SockRef::from(listener).shutdown(std::net::Shutdown::Read);
+            }
+        }
+        true
+    }
+
+    /// Whether `peer` is this handle's own wake-up connection.
+    pub fn is_waker(&self, peer: SocketAddr) -> bool {
+        *self
+            .inner
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            == Some(peer)
+    }
+
+    /// Makes `listener` the one [`Shutdown::request`] wakes, until the
+    /// returned registration is dropped.
+    ///
+    /// # Errors
+    ///
+    /// Duplicating the listening socket failed.
+    pub fn register(&self, listener: &TcpListener) -> io::Result<Registration> {
+        let duplicate = listener.try_clone()?;
+        *self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(duplicate);
+        Ok(Registration {
+            shutdown: self.clone(),
+        })
+    }
+
+    /// Connects to `listener` from an address noted beforehand, and sends a
+    /// byte so the connection is handed over even with `TCP_DEFER_ACCEPT`.
+    fn connect_to(&self, listener: &TcpListener) -> io::Result<()> {
+        let target = wake_target(listener.local_addr()?);
+        let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(target.ip(), 0).into())?;
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("wake socket has no IP address"))?;
+        *self
+            .inner
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(local);
+        socket.connect_timeout(&target.into(), WAKE_CONNECT_TIMEOUT)?;
+        let mut stream = TcpStream::from(socket);
+        stream.write_all(b"\n")?;
+        Ok(())
+    }
+}
+
+/// Keeps a listener registered with a [`Shutdown`]; dropping it deregisters
+/// and closes the duplicate, so the listening socket can really close.
+#[derive(Debug)]
+pub struct Registration {
+    /// The handle the listener is registered with.
+    shutdown: Shutdown,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut listener = self
+            .shutdown
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *listener = None;
+    }
+}
+
+/// Where to connect to reach a listener: its own address, with a wildcard
+/// IP replaced by the loopback address of the same family.
+fn wake_target(bound: SocketAddr) -> SocketAddr {
+    let ip = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, bound.port())
+}
+
+/// Routes SIGINT and SIGTERM to `shutdown`: the first signal requests a
+/// graceful stop; a second one prints a line on stderr and exits the process
+/// at once with status [`FORCED_EXIT_STATUS`].
+///
+/// # Errors
+///
+/// The handler could not be installed (for instance, one already was).
+pub fn install_signal_handler(
+    shutdown: Shutdown,
+    program: &'static str,
+    log: Logger,
+) -> Result<(), ctrlc::Error> {
+    let signals = AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if signals.fetch_add(1, Ordering::SeqCst) == 0 {
+            info!(
+                log,
+                "signal received; finishing accepted connections (signal again to exit now)"
+            );
+            shutdown.request();
+        } else {
+            // Deliberately not through the async logger: it may be the
+            // very thing that is stuck.
+            eprintln!("{program}: second signal received; exiting immediately");
+            std::process::exit(FORCED_EXIT_STATUS);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_targets_loopback() {
+        let v4: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        assert_eq!(wake_target(v4), "127.0.0.1:80".parse().unwrap());
+        let v6: SocketAddr = "[::]:80".parse().unwrap();
+        assert_eq!(wake_target(v6), "[::1]:80".parse().unwrap());
+        let exact: SocketAddr = "127.0.0.2:80".parse().unwrap();
+        assert_eq!(wake_target(exact), exact);
+    }
+
+    #[test]
+    fn request_wakes_a_blocked_accept_with_a_recognisable_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shutdown = Shutdown::new();
+        let registration = shutdown.register(&listener).unwrap();
+        let requester = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(requester.request());
+            assert!(!requester.request());
+        });
+        let (_stream, peer) = listener.accept().unwrap();
+        assert!(shutdown.is_requested());
+        assert!(shutdown.is_waker(peer));
+        thread.join().unwrap();
+        drop(registration);
+    }
+
+    #[test]
+    fn request_without_a_listener_only_sets_the_flag() {
+        let shutdown = Shutdown::new();
+        assert!(!shutdown.is_requested());
+        assert!(shutdown.request());
+        assert!(shutdown.is_requested());
+    }
+}

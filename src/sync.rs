@@ -1,0 +1,139 @@
+//! A counting semaphore, for the two things the server rations: connections
+//! accepted but not yet finished, and concurrent big-number tests.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+/// A counting semaphore built on a mutex and a condition variable.
+#[derive(Debug)]
+pub struct Semaphore {
+    /// Permits currently free.
+    available: Mutex<usize>,
+    /// Signalled whenever a permit is returned.
+    returned: Condvar,
+    /// Permits in all, for reporting.
+    capacity: usize,
+}
+
+impl Semaphore {
+    /// A semaphore with `capacity` permits.
+    pub fn new(capacity: usize) -> Arc<Semaphore> {
+        Arc::new(Semaphore {
+            available: Mutex::new(capacity),
+            returned: Condvar::new(),
+            capacity,
+        })
+    }
+
+    /// Blocks until a permit is free and takes it; the permit goes back
+    /// when the returned guard is dropped (a panic included).
+    pub fn acquire(self: &Arc<Self>) -> Permit {
+        // No code that can panic runs under this lock, so poisoning cannot
+        // leave the count wrong; recover the guard rather than panic.
+        let mut available = self
+            .available
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *available == 0 {
+            available = self
+                .returned
+                .wait(available)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *available -= 1;
+        Permit {
+            semaphore: Arc::clone(self),
+        }
+    }
+
+    /// Takes a permit if one is free right now.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut available = self
+            .available
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *available == 0 {
+            return None;
+        }
+        *available -= 1;
+        Some(Permit {
+            semaphore: Arc::clone(self),
+        })
+    }
+
+    /// How many permits are taken right now.
+    pub fn in_use(&self) -> usize {
+        self.capacity
+            - *self
+                .available
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Permits in all.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// A taken permit; dropping it returns the permit.
+#[derive(Debug)]
+pub struct Permit {
+    /// The semaphore to give the permit back to.
+    semaphore: Arc<Semaphore>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut available = self
+            .semaphore
+            .available
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *available += 1;
+        self.semaphore.returned.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn permits_are_counted_and_returned() {
+        let s = Semaphore::new(2);
+        let a = s.acquire();
+        let _b = s.acquire();
+        assert_eq!(s.in_use(), 2);
+        assert!(s.try_acquire().is_none());
+        drop(a);
+        assert_eq!(s.in_use(), 1);
+        assert!(s.try_acquire().is_some());
+    }
+
+    #[test]
+    fn acquire_waits_for_a_release() {
+        let s = Semaphore::new(1);
+        let held = s.acquire();
+        let s2 = Arc::clone(&s);
+        let waiter = std::thread::spawn(move || drop(s2.acquire()));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        drop(held);
+        waiter.join().unwrap();
+        assert_eq!(s.in_use(), 0);
+    }
+
+    #[test]
+    fn a_panic_returns_the_permit() {
+        let s = Semaphore::new(1);
+        let s2 = Arc::clone(&s);
+        let result = std::thread::spawn(move || {
+            let _p = s2.acquire();
+            panic!("boom");
+        })
+        .join();
+        assert!(result.is_err());
+        assert_eq!(s.in_use(), 0);
+    }
+}
