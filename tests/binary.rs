@@ -1,0 +1,334 @@
+//! The real binaries as a user runs them: flags, exit statuses, start-up
+//! failures, graceful and forced shutdown, and `prime-client`.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use support::{ask, connect, parse_audit, unused_addr, wait_until, ServerProcess};
+
+/// Runs a binary to completion with a bounded wait and no stdin.
+fn run_bin(path: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let done = wait_until(Duration::from_secs(30), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !done {
+        let _ = child.kill();
+        panic!("{path} {args:?} did not finish");
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn server(args: &[&str]) -> Output {
+    run_bin(env!("CARGO_BIN_EXE_prime-server"), args)
+}
+
+fn client(args: &[&str]) -> Output {
+    run_bin(env!("CARGO_BIN_EXE_prime-client"), args)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let help = server(&["--help"]);
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    for flag in [
+        "--listen",
+        "--workers",
+        "--audit-log",
+        "--log-level",
+        "--request-timeout",
+        "PRIME_SERVER_LISTEN",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let version = server(&["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("prime-server {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_clap_message() {
+    for args in [
+        &["--workers", "0"][..],
+        &["--no-such-flag"],
+        &["--listen", "not-an-address"],
+        &["--log-level", "loud"],
+    ] {
+        let out = server(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains("error:"), "{args:?}");
+    }
+}
+
+#[test]
+fn port_in_use_is_one_sentence_and_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("a.log");
+    let out = server(&["--listen", &addr, "--audit-log", audit.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {addr}: the address is already in use"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unwritable_audit_log_is_one_sentence_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    // A path whose parent is a regular file can never be created.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let audit = blocker.join("audit.log");
+    let out = server(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("prime-server: cannot create the audit log directory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn audit_directory_is_created_and_env_vars_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("deep/er/audit.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prime-server"))
+        .env("PRIME_SERVER_LISTEN", "127.0.0.1:0")
+        .env("PRIME_SERVER_AUDIT_LOG", &audit)
+        .env("PRIME_SERVER_LOG_LEVEL", "debug")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let created = wait_until(Duration::from_secs(20), || audit.exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(created, "audit log not created from PRIME_SERVER_AUDIT_LOG");
+}
+
+#[test]
+fn sigint_with_requests_in_flight_is_graceful() {
+    let mut server = ServerProcess::start(&["--workers", "4"]);
+    let addr = server.addr;
+    let stop = AtomicBool::new(false);
+    let received: Vec<(String, String)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8)
+            .map(|t| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut got = Vec::new();
+                    for i in 0..10_000u64 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let n = (t * 100_003 + i).to_string();
+                        // After the signal, connections are refused or
+                        // reset: only complete replies count.
+                        if let Some(reply) = try_ask(addr, &n) {
+                            got.push((n, reply));
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        server.signal(libc::SIGINT);
+        let status = server.wait(Duration::from_secs(15));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(status.code(), Some(0), "graceful stop exits 0");
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    assert!(
+        received.len() > 10,
+        "load did not get going: {}",
+        received.len()
+    );
+    // Every reply a client holds has its audit line.
+    let audited: HashSet<(String, String)> = server
+        .audit_lines()
+        .iter()
+        .map(|l| {
+            let r = parse_audit(l);
+            let n = r.phrase.split('\'').nth(1).unwrap_or_default().to_owned();
+            (n, r.code)
+        })
+        .collect();
+    for (n, reply) in &received {
+        assert!(
+            audited.contains(&(n.clone(), reply.clone())),
+            "reply {reply} for {n} has no audit line"
+        );
+    }
+    let stderr = server.stderr();
+    assert!(stderr.contains("signal received"), "{stderr}");
+    assert!(stderr.contains("shutdown complete"), "no summary: {stderr}");
+    assert!(stderr.contains("prime: "), "no counts in summary: {stderr}");
+    // The listener is closed: new connections are refused.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// One request, or `None` if the connection failed (as it may while the
+/// server stops).
+fn try_ask(addr: std::net::SocketAddr, n: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(format!("{n}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    match reply.as_str() {
+        "T\n" | "F\n" => Some(reply.trim().to_owned()),
+        "" => None,
+        other => panic!("torn or wrong reply {other:?}"),
+    }
+}
+
+#[test]
+fn second_signal_exits_at_once_with_130() {
+    let mut server = ServerProcess::start(&["--request-timeout", "30s"]);
+    // An idle connection keeps the graceful stop waiting for its deadline.
+    let _idle = connect(server.addr);
+    assert!(wait_until(Duration::from_secs(5), || server
+        .stderr()
+        .contains("listening")));
+    std::thread::sleep(Duration::from_millis(100));
+    server.signal(libc::SIGINT);
+    assert!(wait_until(Duration::from_secs(10), || server
+        .stderr()
+        .contains("signal received")));
+    server.signal(libc::SIGTERM);
+    let status = server.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130));
+    assert!(server
+        .stderr()
+        .contains("second signal received; exiting immediately"));
+}
+
+#[test]
+fn sigterm_is_graceful_too() {
+    let mut server = ServerProcess::start(&[]);
+    assert_eq!(ask(server.addr, "7"), "T\n");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(server.stderr().contains("prime: 1"));
+}
+
+#[test]
+fn client_prints_meaning_and_time() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr.to_string();
+    let out = client(&["--addr", &addr, "17", "4", "4j"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("17: T (prime) in ") && lines[0].ends_with(" ms"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("4: F (not prime) in "), "{stdout}");
+    assert!(
+        lines[2].starts_with("4j: E (not an integer) in "),
+        "{stdout}"
+    );
+    assert_eq!(server.audit_lines().len(), 3, "one connection per number");
+}
+
+#[test]
+fn client_reads_stdin_when_no_numbers_are_given() {
+    let server = ServerProcess::start(&[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prime-client"))
+        .args(["--addr", &server.addr.to_string(), "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"2\n3\n4\n\n5\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "T\nT\nF\nT\n");
+}
+
+#[test]
+fn client_exit_status_when_server_unreachable_is_1() {
+    let addr = unused_addr().to_string();
+    let out = client(&["--addr", &addr, "--timeout", "2s", "17"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn client_exit_status_on_protocol_violation_is_1() {
+    use std::io::{Read, Write};
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    let thread = std::thread::spawn(move || {
+        let (mut s, _) = fake.accept().unwrap();
+        let mut buf = [0u8; 16];
+        let _ = s.read(&mut buf);
+        s.write_all(b"MAYBE\n").unwrap();
+    });
+    let out = client(&["--addr", &addr, "17"]);
+    thread.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("broke the protocol"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn client_usage_error_is_2() {
+    assert_eq!(client(&["--bogus"]).status.code(), Some(2));
+    assert_eq!(client(&["--timeout", "never", "1"]).status.code(), Some(2));
+}

@@ -1,0 +1,315 @@
+//! Helpers shared by the integration tests: servers on `127.0.0.1:0`
+//! (in-process or the real binary), raw exchanges, and audit-log reading.
+//! Every wait here is bounded, so a broken server fails a test instead of
+//! hanging it.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use prime_server::logging;
+use prime_server::shutdown::Shutdown;
+use prime_server::{run, Config, Summary};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown as Half, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Longest any single test exchange may take before the test fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server running inside the test process, on an ephemeral port.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its audit log.
+    pub audit_path: PathBuf,
+    /// The handle that stops it.
+    pub shutdown: Shutdown,
+    /// The thread running [`run`].
+    thread: Option<JoinHandle<Summary>>,
+    /// Keeps the audit directory alive.
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration.
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    /// Starts a server after `tweak` adjusts its configuration; the audit
+    /// log goes to a fresh temporary directory.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let audit_path = dir.path().join("logs/prime_server.log");
+        let mut config = Config {
+            audit_log: audit_path.clone(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            run(listener, stop, &config, &logging::discard()).expect("server runs")
+        });
+        TestServer {
+            addr,
+            audit_path,
+            shutdown,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server gracefully and returns its summary.
+    pub fn stop(mut self) -> Summary {
+        self.shutdown.request();
+        self.thread
+            .take()
+            .expect("not stopped yet")
+            .join()
+            .expect("server thread")
+    }
+
+    /// The audit log's lines so far.
+    pub fn audit_lines(&self) -> Vec<String> {
+        read_lines(&self.audit_path)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.shutdown.request();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The lines of a text file, or none if it does not exist yet.
+pub fn read_lines(path: &Path) -> Vec<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .expect("audit log is UTF-8 (it should be pure ASCII)")
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Sends `request` as is, half-closes, and returns everything the server
+/// sends until it closes.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(request).expect("write request");
+    let _ = stream.shutdown(Half::Write);
+    read_to_close(&mut stream)
+}
+
+/// Sends one line (a newline is added) the way the seed client does, without
+/// half-closing, and returns the whole reply.
+pub fn ask_line(addr: SocketAddr, line: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    let mut request = line.to_vec();
+    request.push(b'\n');
+    stream.write_all(&request).expect("write request");
+    read_to_close(&mut stream)
+}
+
+/// The reply to one line, as a string such as `"T\n"`.
+pub fn ask(addr: SocketAddr, line: &str) -> String {
+    String::from_utf8_lossy(&ask_line(addr, line.as_bytes())).into_owned()
+}
+
+/// A client socket with bounded reads and writes.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to test server");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+}
+
+/// Reads until the server closes (or resets) the connection.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut reply = Vec::new();
+    match stream.read_to_end(&mut reply) {
+        Ok(_) => reply,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reply,
+        Err(e) => panic!("reading the reply failed: {e}"),
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+/// An address nothing listens on (bound, then released).
+pub fn unused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// The real `prime-server` binary, started on `127.0.0.1:0`.
+pub struct ServerProcess {
+    /// The child process.
+    pub child: Child,
+    /// Where it listens (read from its "listening" record).
+    pub addr: SocketAddr,
+    /// Its audit log.
+    pub audit_path: PathBuf,
+    /// Every stderr line so far, collected by a reader thread.
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// Keeps the audit directory alive.
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `args` added after the test's own
+    /// `--listen 127.0.0.1:0 --audit-log <tmp>`.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let audit_path = dir.path().join("logs/prime_server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prime-server"))
+            .args(["--listen", "127.0.0.1:0", "--audit-log"])
+            .arg(&audit_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn prime-server");
+        let (stderr, lines) = collect_lines(child.stderr.take().expect("stderr piped"));
+        let addr = match lines.recv_timeout(IO_TIMEOUT) {
+            Ok(line) => parse_listening(&line)
+                .unwrap_or_else(|| panic!("first record is not 'listening': {line}")),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("prime-server did not report its address");
+            }
+        };
+        ServerProcess {
+            child,
+            addr,
+            audit_path,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the server.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid we spawned and still own; no memory involved.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!("prime-server did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        // Let the reader thread catch up with what the process wrote.
+        std::thread::sleep(Duration::from_millis(50));
+        self.stderr.lock().expect("stderr lock").join("\n")
+    }
+
+    /// The audit log's lines so far.
+    pub fn audit_lines(&self) -> Vec<String> {
+        read_lines(&self.audit_path)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects a pipe's lines into a shared vector on a thread; the receiver
+/// gets the first line, to wait for start-up.
+fn collect_lines(pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, Receiver<String>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (first_tx, first_rx) = mpsc::channel();
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let _ = first_tx.send(line.clone());
+            sink.lock().expect("stderr lock").push(line);
+        }
+    });
+    (lines, first_rx)
+}
+
+/// The address in a term-format "listening" record.
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("address: ")? + "address: ".len();
+    let rest = &line[start..];
+    let end = rest.find(',').unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// One parsed audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// The RFC 3339 timestamp as written.
+    pub time: String,
+    /// The client address as written.
+    pub peer: String,
+    /// `T`, `F` or `E`.
+    pub code: String,
+    /// The rest of the line.
+    pub phrase: String,
+}
+
+/// Splits an audit line into its four fields, checking the timestamp.
+pub fn parse_audit(line: &str) -> AuditRecord {
+    let mut parts = line.splitn(4, ' ');
+    let mut next = || {
+        parts
+            .next()
+            .unwrap_or_else(|| panic!("short audit line: {line:?}"))
+            .to_owned()
+    };
+    let record = AuditRecord {
+        time: next(),
+        peer: next(),
+        code: next(),
+        phrase: next(),
+    };
+    humantime::parse_rfc3339(&record.time)
+        .unwrap_or_else(|e| panic!("bad timestamp in {line:?}: {e}"));
+    assert!(record.time.ends_with('Z'), "timestamp not UTC: {line:?}");
+    record
+}
