@@ -80,6 +80,11 @@ pub struct CommonArgs {
     #[arg(long, env = "PRIME_SERVER_MAX_LINE_BYTES", default_value = "65536")]
     pub max_line_bytes: NonZeroUsize,
 
+    /// Hand connections to workers as soon as they are accepted, even before
+    /// any data arrives (Linux TCP_DEFER_ACCEPT is on by default)
+    #[arg(long, env = "PRIME_SERVER_NO_DEFER_ACCEPT")]
+    pub no_defer_accept: bool,
+
     /// Least severe log level printed on stderr
     #[arg(long, env = "PRIME_SERVER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -101,6 +106,7 @@ impl CommonArgs {
                 write_timeout: self.write_timeout,
                 max_line_bytes: self.max_line_bytes.get(),
             },
+            defer_accept: !self.no_defer_accept,
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct Connection {
     peer_eof: bool,
     /// No further line will be returned (an over-long line ended reading).
     stopped: bool,
+    /// Some reply has been written, so a reset on close could destroy it.
+    replied: bool,
     /// Lines returned so far, to tell the first from the rest.
     lines_read: u64,
     /// The server's bounds.
@@ -132,6 +134,7 @@ impl Connection {
             output: Vec::new(),
             peer_eof: false,
             stopped: false,
+            replied: false,
             lines_read: 0,
             limits,
         })
@@ -222,19 +225,28 @@ impl Connection {
 
     /// One `read` into the input buffer, with the time left before `wait`'s
     /// deadline as the socket timeout.
+    ///
+    /// Once the deadline has passed, only bytes that already arrived are
+    /// taken (a non-blocking read): a connection that waited in the queue
+    /// for a worker is not blamed for the server's delay, but a slow client
+    /// gets no more time.
     fn fill(&mut self, wait: Wait) -> Result<(), ReadError> {
-        let deadline = wait.deadline();
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(wait.error(&self.limits));
+        let remaining = wait.deadline().saturating_duration_since(Instant::now());
+        let overdue = remaining.is_zero();
+        if overdue {
+            self.stream.set_nonblocking(true)?;
+        } else {
+            self.stream.set_read_timeout(Some(remaining))?;
         }
-        self.stream.set_read_timeout(Some(remaining))?;
         let room = (self.limits.max_line_bytes + 1)
             .saturating_sub(self.input.len())
             .clamp(1, READ_CHUNK);
         let start = self.input.len();
         self.input.resize(start + room, 0);
         let result = self.stream.read(&mut self.input[start..]);
+        if overdue {
+            self.stream.set_nonblocking(false)?;
+        }
         let n = match result {
             Ok(n) => n,
             Err(e) => {
@@ -266,6 +278,7 @@ impl Connection {
     /// The write failed or timed out.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.output.is_empty() {
+            self.replied = true;
             self.stream.write_all(&self.output)?;
             self.output.clear();
         }
@@ -275,14 +288,15 @@ impl Connection {
     /// Sends queued replies and closes without risking a reset: when the
     /// client sent more than was read, half-close first and drain its input
     /// for a moment, so the kernel does not answer unread data with an RST
-    /// that would discard the reply still in flight.
+    /// that would discard the reply still in flight. Without a reply there
+    /// is nothing to protect, and the connection closes at once.
     ///
     /// # Errors
     ///
     /// Writing the queued replies failed.
     pub fn close(mut self) -> io::Result<()> {
         self.flush()?;
-        if self.peer_eof && self.input.is_empty() {
+        if !self.replied || (self.peer_eof && self.input.is_empty()) {
             return Ok(());
         }
         if self.stopped || !self.input.is_empty() || self.input_pending() {

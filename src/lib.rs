@@ -142,11 +142,7 @@ pub fn run(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let audit = AuditLog::open(&config.audit_log)?;
-    let address = listener.local_addr()?;
-    info!(log, "listening";
-        "address" => %address,
-        "workers" => config.server.workers,
-        "max_pending" => config.server.max_pending,
+    info!(log, "starting prime-server";
         "big_tests" => config.prime.big_tests,
         "keep_alive" => config.prime.keep_alive.is_some(),
         "audit_log" => %config.audit_log.display(),

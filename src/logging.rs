@@ -107,13 +107,23 @@ pub fn route_panics(log: &Logger) {
     }));
 }
 
-/// The message of a panic payload, when it is a string.
+/// Longest panic message a log record quotes, in bytes.
+const PANIC_MESSAGE_LIMIT: usize = 512;
+
+/// The message of a panic payload, escaped and bounded like client bytes:
+/// it may quote them, and a record must stay one printable line.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        s.as_str()
     } else {
-        "(non-string panic payload)".to_owned()
+        "(non-string panic payload)"
+    };
+    let escaped = crate::escape::escape_bytes(text.as_bytes(), PANIC_MESSAGE_LIMIT);
+    if escaped.cut_bytes == 0 {
+        escaped.text
+    } else {
+        format!("{}...[+{} bytes]", escaped.text, escaped.cut_bytes)
     }
 }

@@ -59,6 +59,10 @@ pub struct ServerOptions {
     pub max_pending: usize,
     /// Deadlines and line limit for every connection.
     pub limits: Limits,
+    /// Ask Linux to hand over a connection only once its first bytes have
+    /// arrived (`TCP_DEFER_ACCEPT`, for up to the request timeout), so
+    /// clients that connect and send nothing never occupy a worker.
+    pub defer_accept: bool,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +71,7 @@ impl Default for ServerOptions {
             workers: default_workers(),
             max_pending: 256,
             limits: Limits::default(),
+            defer_accept: true,
         }
     }
 }
@@ -151,8 +156,18 @@ pub fn serve<H: Handler>(
     log: &Logger,
 ) -> io::Result<Arc<CoreStats>> {
     let registration = shutdown.register(&listener)?;
-    let stats = Arc::new(CoreStats::default());
+    if options.defer_accept {
+        if let Err(e) = set_defer_accept(&listener, options.limits.request_timeout) {
+            warn!(log, "TCP_DEFER_ACCEPT unavailable; idle clients will occupy workers"; "error" => %e);
+        }
+    }
     let workers = options.workers.max(1);
+    info!(log, "listening";
+        "address" => %listener.local_addr()?,
+        "workers" => workers,
+        "max_pending" => options.max_pending,
+        "defer_accept" => options.defer_accept);
+    let stats = Arc::new(CoreStats::default());
     let pool = ThreadPool::with_name("worker".into(), workers);
     let slots = Semaphore::new(workers + options.max_pending);
     let dispatcher = Dispatcher {
@@ -198,6 +213,42 @@ pub fn serve<H: Handler>(
         "served_from_backlog" => drained, "in_flight" => slots.in_use());
     pool.join();
     Ok(stats)
+}
+
+/// Sets `TCP_DEFER_ACCEPT` on a listening socket: the kernel completes the
+/// handshake but hands the connection to `accept()` only when data arrives,
+/// or once `wait` has passed (then the request deadline applies as usual).
+#[cfg(target_os = "linux")]
+fn set_defer_accept(listener: &TcpListener, wait: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let seconds = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    let len =
+        libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).map_err(io::Error::other)?;
+    // SAFETY: a valid socket descriptor borrowed from `listener`, and a
+    // pointer and length describing a live c_int, as setsockopt(2) expects.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&seconds).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere there is no such option; idle clients wait on a worker.
+#[cfg(not(target_os = "linux"))]
+fn set_defer_accept(_listener: &TcpListener, _wait: Duration) -> io::Result<()> {
+    Err(io::Error::new(
+        ErrorKind::Unsupported,
+        "TCP_DEFER_ACCEPT is Linux-only",
+    ))
 }
 
 /// Serves connections the kernel had already completed when shutdown was

@@ -227,8 +227,10 @@ fn try_ask(addr: std::net::SocketAddr, n: &str) -> Option<String> {
 #[test]
 fn second_signal_exits_at_once_with_130() {
     let mut server = ServerProcess::start(&["--request-timeout", "30s"]);
-    // An idle connection keeps the graceful stop waiting for its deadline.
-    let _idle = connect(server.addr);
+    // A client stuck mid-line keeps the graceful stop waiting for its
+    // deadline (it sent a byte, so it is accepted even with defer-accept).
+    let mut slow = connect(server.addr);
+    std::io::Write::write_all(&mut slow, b"1").unwrap();
     assert!(wait_until(Duration::from_secs(5), || server
         .stderr()
         .contains("listening")));

@@ -181,24 +181,37 @@ impl ServerProcess {
     /// Starts the binary with `args` added after the test's own
     /// `--listen 127.0.0.1:0 --audit-log <tmp>`.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_with(args, |_| {})
+    }
+
+    /// As [`ServerProcess::start`], letting `customize` adjust the command
+    /// (environment, resource limits) before it is spawned.
+    pub fn start_with(args: &[&str], customize: impl FnOnce(&mut Command)) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let audit_path = dir.path().join("logs/prime_server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prime-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prime-server"));
+        command
             .args(["--listen", "127.0.0.1:0", "--audit-log"])
             .arg(&audit_path)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn prime-server");
+            .stderr(Stdio::piped());
+        customize(&mut command);
+        let mut child = command.spawn().expect("spawn prime-server");
         let (stderr, lines) = collect_lines(child.stderr.take().expect("stderr piped"));
-        let addr = match lines.recv_timeout(IO_TIMEOUT) {
-            Ok(line) => parse_listening(&line)
-                .unwrap_or_else(|| panic!("first record is not 'listening': {line}")),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("prime-server did not report its address");
+        // The "listening" record comes once the socket is fully set up.
+        let addr = loop {
+            match lines.recv_timeout(IO_TIMEOUT) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening(&line) {
+                        break addr;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("prime-server did not report its address");
+                }
             }
         };
         ServerProcess {
@@ -253,20 +266,58 @@ impl Drop for ServerProcess {
     }
 }
 
+/// How many sockets the process `pid` holds open (Linux `/proc`), or `None`
+/// where that cannot be read.
+pub fn open_sockets(pid: u32) -> Option<usize> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let sockets = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count();
+    Some(sockets)
+}
+
+/// A logger whose records (plain text, one per line) land in a buffer the
+/// test can read.
+pub fn capture_logger() -> (slog::Logger, Arc<Mutex<Vec<u8>>>) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let decorator = slog_term::PlainSyncDecorator::new(SharedBuffer(Arc::clone(&buffer)));
+    let drain = slog_term::FullFormat::new(decorator).build();
+    let drain = std::sync::Mutex::new(drain);
+    (
+        slog::Logger::root(slog::Drain::fuse(drain), slog::o!()),
+        buffer,
+    )
+}
+
+/// A `Write` into a shared buffer.
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("buffer lock").extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Collects a pipe's lines into a shared vector on a thread; the receiver
-/// gets the first line, to wait for start-up.
+/// gets each line too, to wait for start-up.
 fn collect_lines(pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, Receiver<String>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let (first_tx, first_rx) = mpsc::channel();
+    let (line_tx, line_rx) = mpsc::channel();
     let sink = Arc::clone(&lines);
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            let _ = first_tx.send(line.clone());
+            let _ = line_tx.send(line.clone());
             sink.lock().expect("stderr lock").push(line);
         }
     });
-    (lines, first_rx)
+    (lines, line_rx)
 }
 
 /// The address in a term-format "listening" record.
