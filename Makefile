@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Extra flags for `make run`, e.g. make run ARGS='--log-level debug'
 ARGS ?=
 
-.PHONY: all build run test lint fmt deps clean
+.PHONY: all build run test lint fmt deps clean soak fuzz
 
 all: build
 
@@ -22,12 +22,25 @@ run: deps
 
 ## test: unit, integration and doc tests
 test: deps
+	@scripts/ensure-tools.sh --optional logrotate python3
 	$(CARGO) test
 
 ## lint: formatting and clippy, warnings are errors
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## soak: a longer bounded load-plus-faults session (not in CI); prints figures
+## (SOAK_CONNECTIONS=10000 SOAK_THREADS=64 SOAK_SECONDS=120 to change it)
+soak: deps
+	$(CARGO) test --release --test soak -- --ignored --nocapture
+
+## fuzz: fuzz the line parser for FUZZ_SECONDS (installs cargo-fuzz if missing)
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "make fuzz: installing cargo-fuzz with cargo install"; $(CARGO) install cargo-fuzz --locked; }
+	# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_line -- -max_total_time=$(FUZZ_SECONDS)
 
 ## fmt: format the code
 fmt:
