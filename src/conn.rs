@@ -15,10 +15,9 @@
 //!   destroy our reply in flight. [`Connection::close`] half-closes, drains
 //!   briefly, then closes.
 
-use socket2::SockRef;
 use std::io::{self, ErrorKind, Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -29,6 +28,9 @@ const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK: usize = 4096;
+/// A first write this small always fits the socket send buffer (Linux's
+/// minimum is 4608 bytes), so it cannot block.
+const UNBLOCKABLE_WRITE: usize = 2048;
 
 /// The per-connection bounds, the same for every connection of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,9 @@ pub struct Connection {
     stopped: bool,
     /// Some reply has been written, so a reset on close could destroy it.
     replied: bool,
+    /// The write timeout and `TCP_NODELAY` are set (only once a write
+    /// could block or be delayed, to spare the syscalls otherwise).
+    write_options_set: bool,
     /// Lines returned so far, to tell the first from the rest.
     lines_read: u64,
     /// The server's bounds.
@@ -111,21 +116,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps an accepted socket.
-    ///
-    /// # Errors
-    ///
-    /// Setting the socket's write timeout or `TCP_NODELAY` failed.
+    /// Wraps an accepted socket. No system call is made here: socket
+    /// options are set when they first matter.
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
         accepted: Instant,
         limits: Limits,
-    ) -> io::Result<Connection> {
-        stream.set_write_timeout(Some(limits.write_timeout))?;
-        // Replies are tiny; do not let Nagle hold one back waiting for an ACK.
-        stream.set_nodelay(true)?;
-        Ok(Connection {
+    ) -> Connection {
+        Connection {
             stream,
             peer,
             accepted,
@@ -135,9 +134,10 @@ impl Connection {
             peer_eof: false,
             stopped: false,
             replied: false,
+            write_options_set: false,
             lines_read: 0,
             limits,
-        })
+        }
     }
 
     /// The client's address.
@@ -223,46 +223,55 @@ impl Connection {
         None
     }
 
-    /// One `read` into the input buffer, with the time left before `wait`'s
-    /// deadline as the socket timeout.
+    /// One `read` into the input buffer, bounded by `wait`'s deadline.
     ///
-    /// Once the deadline has passed, only bytes that already arrived are
-    /// taken (a non-blocking read): a connection that waited in the queue
+    /// Bytes that already arrived are taken without waiting (and without
+    /// setting a timeout: with `TCP_DEFER_ACCEPT` the first line is nearly
+    /// always there). Only when nothing is there does the read block, with
+    /// the time left as its timeout. Once the deadline has passed, only
+    /// bytes already there are taken: a connection that waited in the queue
     /// for a worker is not blamed for the server's delay, but a slow client
     /// gets no more time.
     fn fill(&mut self, wait: Wait) -> Result<(), ReadError> {
-        let remaining = wait.deadline().saturating_duration_since(Instant::now());
-        let overdue = remaining.is_zero();
-        if overdue {
-            self.stream.set_nonblocking(true)?;
-        } else {
-            self.stream.set_read_timeout(Some(remaining))?;
-        }
         let room = (self.limits.max_line_bytes + 1)
             .saturating_sub(self.input.len())
             .clamp(1, READ_CHUNK);
         let start = self.input.len();
         self.input.resize(start + room, 0);
-        let result = self.stream.read(&mut self.input[start..]);
-        if overdue {
-            self.stream.set_nonblocking(false)?;
-        }
-        let n = match result {
-            Ok(n) => n,
-            Err(e) => {
-                self.input.truncate(start);
-                return match e.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => Err(wait.error(&self.limits)),
-                    ErrorKind::Interrupted => Ok(()),
-                    _ => Err(ReadError::Io(e)),
-                };
-            }
-        };
+        let result = self.read_bounded(start, wait);
+        let n = *result.as_ref().unwrap_or(&0);
         self.input.truncate(start + n);
-        if n == 0 {
+        if result? == 0 {
             self.peer_eof = true;
         }
         Ok(())
+    }
+
+    /// Reads into `self.input[start..]`, returning the byte count (0 at EOF).
+    fn read_bounded(&mut self, start: usize, wait: Wait) -> Result<usize, ReadError> {
+        loop {
+            match recv_now(&self.stream, &mut self.input[start..], 0) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+        let remaining = wait.deadline().saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(wait.error(&self.limits));
+        }
+        self.stream.set_read_timeout(Some(remaining))?;
+        loop {
+            match self.stream.read(&mut self.input[start..]) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(wait.error(&self.limits));
+                }
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
     }
 
     /// Queues a reply; it is sent by [`Connection::flush`], which
@@ -277,11 +286,22 @@ impl Connection {
     ///
     /// The write failed or timed out.
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.output.is_empty() {
-            self.replied = true;
-            self.stream.write_all(&self.output)?;
-            self.output.clear();
+        if self.output.is_empty() {
+            return Ok(());
         }
+        // A first write that fits the smallest socket send buffer cannot
+        // block, and Nagle never delays a first segment. Anything else gets
+        // the write timeout, and TCP_NODELAY so a small reply is not held
+        // back waiting for the ACK of the previous one.
+        if !self.write_options_set && (self.replied || self.output.len() > UNBLOCKABLE_WRITE) {
+            self.stream
+                .set_write_timeout(Some(self.limits.write_timeout))?;
+            self.stream.set_nodelay(true)?;
+            self.write_options_set = true;
+        }
+        self.replied = true;
+        self.stream.write_all(&self.output)?;
+        self.output.clear();
         Ok(())
     }
 
@@ -308,10 +328,8 @@ impl Connection {
 
     /// Whether the kernel holds unread input, without blocking.
     fn input_pending(&self) -> bool {
-        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-        let sock = SockRef::from(&self.stream);
-        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
-        matches!(sock.recv_with_flags(&mut probe, flags), Ok(n) if n > 0)
+        let mut probe = [0u8; 1];
+        matches!(recv_now(&self.stream, &mut probe, libc::MSG_PEEK), Ok(n) if n > 0)
     }
 
     /// Reads and discards input until EOF, [`LINGER`] or [`LINGER_BYTES`].
@@ -332,6 +350,22 @@ impl Connection {
             }
         }
     }
+}
+
+/// `recv(2)` with `MSG_DONTWAIT` (plus `flags`): whatever has arrived,
+/// without blocking and without touching the socket's timeout or mode.
+fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
+    // call, and the descriptor stays open while `stream` is borrowed.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// What a read is waiting for, and until when.

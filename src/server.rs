@@ -22,7 +22,7 @@ use crate::conn::{Connection, Limits};
 use crate::logging::panic_message;
 use crate::shutdown::Shutdown;
 use crate::sync::{Permit, Semaphore};
-use slog::{debug, error, info, o, warn, Logger};
+use slog::{error, info, o, warn, Logger};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -305,17 +305,11 @@ impl<H: Handler> Dispatcher<'_, H> {
         let handler = Arc::clone(&self.handler);
         let stats = Arc::clone(&self.stats);
         let limits = self.limits;
-        let log = self.log.new(o!("peer" => peer.to_string()));
+        let log = self.log.new(o!("peer" => Peer(peer)));
         stats.connections.fetch_add(1, Ordering::Relaxed);
         self.pool.execute(move || {
             let _slot = slot;
-            let conn = match Connection::new(stream, peer, accepted, limits) {
-                Ok(conn) => conn,
-                Err(e) => {
-                    debug!(log, "connection unusable"; "error" => %e);
-                    return;
-                }
-            };
+            let conn = Connection::new(stream, peer, accepted, limits);
             let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(conn, &log)));
             if let Err(panic) = outcome {
                 stats.panics.fetch_add(1, Ordering::Relaxed);
@@ -323,6 +317,20 @@ impl<H: Handler> Dispatcher<'_, H> {
                     "panic" => panic_message(panic.as_ref()));
             }
         });
+    }
+}
+
+/// A client address as a log value, formatted only if a record is emitted.
+struct Peer(SocketAddr);
+
+impl slog::Value for Peer {
+    fn serialize(
+        &self,
+        _: &slog::Record<'_>,
+        key: slog::Key,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        serializer.emit_arguments(key, &format_args!("{}", self.0))
     }
 }
 

@@ -1,24 +1,37 @@
 //! A counting semaphore, for the two things the server rations: connections
 //! accepted but not yet finished, and concurrent big-number tests.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// A counting semaphore built on a mutex and a condition variable.
 #[derive(Debug)]
 pub struct Semaphore {
-    /// Permits currently free.
-    available: Mutex<usize>,
-    /// Signalled whenever a permit is returned.
+    /// Permits currently free, and threads waiting for one.
+    state: Mutex<State>,
+    /// Signalled when a permit is returned and someone is waiting.
     returned: Condvar,
     /// Permits in all, for reporting.
     capacity: usize,
+}
+
+/// The counts behind [`Semaphore`]'s lock.
+#[derive(Debug)]
+struct State {
+    /// Permits currently free.
+    available: usize,
+    /// Threads blocked in [`Semaphore::acquire`]; a release wakes one only
+    /// when there is one, sparing a futex call per release otherwise.
+    waiting: usize,
 }
 
 impl Semaphore {
     /// A semaphore with `capacity` permits.
     pub fn new(capacity: usize) -> Arc<Semaphore> {
         Arc::new(Semaphore {
-            available: Mutex::new(capacity),
+            state: Mutex::new(State {
+                available: capacity,
+                waiting: 0,
+            }),
             returned: Condvar::new(),
             capacity,
         })
@@ -27,19 +40,16 @@ impl Semaphore {
     /// Blocks until a permit is free and takes it; the permit goes back
     /// when the returned guard is dropped (a panic included).
     pub fn acquire(self: &Arc<Self>) -> Permit {
-        // No code that can panic runs under this lock, so poisoning cannot
-        // leave the count wrong; recover the guard rather than panic.
-        let mut available = self
-            .available
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while *available == 0 {
-            available = self
+        let mut state = self.lock();
+        while state.available == 0 {
+            state.waiting += 1;
+            state = self
                 .returned
-                .wait(available)
+                .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
-        *available -= 1;
+        state.available -= 1;
         Permit {
             semaphore: Arc::clone(self),
         }
@@ -47,14 +57,11 @@ impl Semaphore {
 
     /// Takes a permit if one is free right now.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let mut available = self
-            .available
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *available == 0 {
+        let mut state = self.lock();
+        if state.available == 0 {
             return None;
         }
-        *available -= 1;
+        state.available -= 1;
         Some(Permit {
             semaphore: Arc::clone(self),
         })
@@ -62,16 +69,18 @@ impl Semaphore {
 
     /// How many permits are taken right now.
     pub fn in_use(&self) -> usize {
-        self.capacity
-            - *self
-                .available
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+        self.capacity - self.lock().available
     }
 
     /// Permits in all.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The counts, recovering from poisoning: no code that can panic runs
+    /// under this lock, so a poisoned lock still holds correct counts.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -84,13 +93,11 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut available = self
-            .semaphore
-            .available
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *available += 1;
-        self.semaphore.returned.notify_one();
+        let mut state = self.semaphore.lock();
+        state.available += 1;
+        if state.waiting > 0 {
+            self.semaphore.returned.notify_one();
+        }
     }
 }
 
