@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Extra flags for `make run`, e.g. make run ARGS='--log-level debug'
 ARGS ?=
 
-.PHONY: all build run test lint fmt deps clean soak fuzz
+.PHONY: all build run test lint fmt deps clean soak fuzz bench
 
 all: build
 
@@ -20,10 +20,19 @@ build: deps
 run: deps
 	$(CARGO) run --release --bin prime-server -- $(ARGS)
 
-## test: unit, integration and doc tests
+## test: unit, integration and doc tests, the bench smoke run, criterion once per case
 test: deps
 	@scripts/ensure-tools.sh --optional logrotate python3
 	$(CARGO) test
+	$(CARGO) test --benches
+
+## bench: prime-server beside the floor and the Python references (not in CI);
+## writes bench/results/latest.md and latency.svg (BENCH_ARGS='--rounds 5' etc.)
+BENCH_ARGS ?=
+bench: build
+	@scripts/bench-venv.sh
+	target/release/prime-bench compare $(BENCH_ARGS)
+	$(CARGO) bench --bench primality
 
 ## lint: formatting and clippy, warnings are errors
 lint: deps

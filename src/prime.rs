@@ -73,11 +73,11 @@ pub fn is_prime_u64(n: u64) -> bool {
     if n < 64 {
         return SMALL_PRIME_MASK >> n & 1 == 1;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     // n >= 64, so a divisor from this list is a proper divisor.
-    if SMALL_ODD_PRIMES.iter().any(|&p| n % p == 0) {
+    if SMALL_ODD_PRIMES.iter().any(|&p| n.is_multiple_of(p)) {
         return false;
     }
     if n < 67 * 67 {
@@ -170,7 +170,7 @@ impl Montgomery {
     /// The strong probable-prime test of n to base `a`; a base that is a
     /// multiple of n proves nothing and passes.
     fn strong_probable_prime(&self, a: u64) -> bool {
-        if a % self.n == 0 {
+        if a.is_multiple_of(self.n) {
             return true;
         }
         let n_minus_1 = self.n - 1;
@@ -231,12 +231,12 @@ mod tests {
         if n < 2 {
             return false;
         }
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             return n == 2;
         }
         let mut d: u64 = 3;
         while u128::from(d) * u128::from(d) <= u128::from(n) {
-            if n % d == 0 {
+            if n.is_multiple_of(d) {
                 return false;
             }
             d += 2;

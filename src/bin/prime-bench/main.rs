@@ -1,0 +1,583 @@
+//! `prime-bench`: measures line servers over loopback.
+//!
+//! * `prime-bench load --addr A --workload W`: drive any server and print
+//!   requests/s, latency percentiles, errors and wrong replies.
+//! * `prime-bench compare`: start the floor, the Python references and
+//!   prime-server, run the same workloads against each, alternating between
+//!   them so machine drift hits all alike, and write one table per workload
+//!   plus a latency-vs-concurrency chart.
+//! * `prime-bench floor`: the floor reference server itself.
+
+mod floor;
+mod load;
+mod report;
+mod servers;
+mod workload;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use load::{LoadResult, LoadSpec, Mode, Stop};
+use prime_server::config::{parse_addr, parse_duration};
+use report::{Measured, Row, SweepPoint, Table};
+use servers::{Kind, Server, Toolbox};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use workload::{Request, Workload};
+
+/// Measure line servers over loopback.
+#[derive(Debug, Parser)]
+#[command(name = "prime-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive one server and print what it did.
+    Load(LoadArgs),
+    /// Run every reference and prime-server side by side; write the report.
+    Compare(CompareArgs),
+    /// Run the floor reference server (prints "listening ADDR").
+    Floor {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+        listen: SocketAddr,
+        /// Answer every line of a connection.
+        #[arg(long)]
+        keep_alive: bool,
+        /// Accepting threads [default: as many as prime-server's workers]
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The server.
+    #[arg(long, default_value = "127.0.0.1:8809", value_parser = parse_addr)]
+    addr: SocketAddr,
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = Workload::Seventeen)]
+    workload: Workload,
+    /// Send lines from this file instead (replies computed locally).
+    #[arg(long, conflicts_with = "workload")]
+    file: Option<PathBuf>,
+    /// Connections at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Stop after this many requests (instead of --duration).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Pipeline lines on one connection per client (the server needs --keep-alive).
+    #[arg(long)]
+    keep_alive: bool,
+    /// Lines in flight per connection with --keep-alive.
+    #[arg(long, default_value_t = 64)]
+    depth: usize,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Where to write latest.md and latency.svg.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"))]
+    out: PathBuf,
+    /// Rounds per server and workload (servers alternate within a round).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Length of one round for cheap workloads.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    round: Duration,
+    /// Length of one round for big-number workloads.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    heavy_round: Duration,
+    /// Tiny counts and cheap workloads only: proves the bench runs (used by make test).
+    #[arg(long)]
+    smoke: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load(args) => load_command(&args),
+        Command::Compare(args) => compare(&args),
+        Command::Floor {
+            listen,
+            keep_alive,
+            threads,
+        } => floor::run(
+            listen,
+            keep_alive,
+            threads.unwrap_or_else(prime_server::server::default_workers),
+        ),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prime-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_command(args: &LoadArgs) -> anyhow::Result<()> {
+    let requests = match &args.file {
+        Some(path) => workload::requests_from_file(path)?,
+        None => workload::requests(args.workload)?,
+    };
+    let spec = LoadSpec {
+        addr: args.addr,
+        concurrency: args.concurrency,
+        mode: if args.keep_alive {
+            Mode::Pipelined { depth: args.depth }
+        } else {
+            Mode::PerConnection
+        },
+        stop: args
+            .count
+            .map_or(Stop::Duration(args.duration), Stop::Count),
+        timeout: args.timeout,
+        check_replies: true,
+    };
+    let r = load::run(&spec, &requests);
+    println!(
+        "{} requests in {:.2?}: {:.0} req/s; latency p50 {} p90 {} p99 {} max {}; errors {}, wrong {}; generator CPU {:.1} us/req",
+        r.requests,
+        r.elapsed,
+        r.rate(),
+        report::micros(r.percentile(50.0)),
+        report::micros(r.percentile(90.0)),
+        report::micros(r.percentile(99.0)),
+        report::micros(r.latency.max()),
+        r.errors,
+        r.wrong,
+        r.generator_cpu.as_secs_f64() * 1e6 / r.requests.max(1) as f64
+    );
+    if r.errors > 0 || r.wrong > 0 {
+        anyhow::bail!("{} errors and {} wrong replies", r.errors, r.wrong);
+    }
+    Ok(())
+}
+
+/// One comparison: a workload at a concurrency, in a mode.
+struct Scenario {
+    workload: Workload,
+    concurrency: usize,
+    mode: Mode,
+    round: Duration,
+}
+
+fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let scratch = tempdir()?;
+    let (tools, mut notes) = Toolbox::discover(&scratch, false)?;
+    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
+    let (round, heavy_round) = if args.smoke {
+        (Duration::from_millis(300), Duration::from_millis(300))
+    } else {
+        (args.round, args.heavy_round)
+    };
+    let per_conn = |workload, concurrency| Scenario {
+        workload,
+        concurrency,
+        mode: Mode::PerConnection,
+        round: if Workload::is_heavy(workload) {
+            heavy_round
+        } else {
+            round
+        },
+    };
+    let mut scenarios = vec![
+        per_conn(Workload::Seventeen, 32),
+        per_conn(Workload::Small, 32),
+    ];
+    if !args.smoke {
+        scenarios.extend([
+            per_conn(Workload::U64Primes, 32),
+            per_conn(Workload::Digits100, 32),
+            per_conn(Workload::Mix, 32),
+            per_conn(Workload::Digits1000, 8),
+            per_conn(Workload::Digits4300, 8),
+        ]);
+    }
+    scenarios.push(Scenario {
+        workload: Workload::Seventeen,
+        concurrency: if args.smoke { 2 } else { 32 },
+        mode: Mode::Pipelined { depth: 64 },
+        round,
+    });
+    notes.push("pipelined rows: the Python references speak one line per connection, so only the floor and prime-server run them".to_owned());
+
+    let mut tables = Vec::new();
+    for scenario in &scenarios {
+        let table = run_scenario(scenario, &tools, rounds)?;
+        eprintln!("{}", table.markdown());
+        tables.push(table);
+    }
+
+    let sweep_levels: &[usize] = if args.smoke {
+        &[1, 4]
+    } else {
+        &[1, 4, 16, 32, 64]
+    };
+    let sweep = run_sweep(
+        &tools,
+        sweep_levels,
+        if args.smoke { round } else { args.round },
+    )?;
+    let chart_path = args.out.join("latency.svg");
+    report::chart(
+        &sweep,
+        "line 17, connection per request: latency against concurrency",
+        &chart_path,
+    )?;
+
+    let flood = if args.smoke {
+        Vec::new()
+    } else {
+        run_flood(&tools, heavy_round)?
+    };
+    let markdown = render(&tables, &sweep, &flood, &notes, rounds, args.smoke);
+    let md_path = args.out.join("latest.md");
+    std::fs::write(&md_path, &markdown)
+        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    println!("{markdown}");
+    println!("wrote {} and {}", md_path.display(), chart_path.display());
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Runs every server on one scenario: fresh servers, a probe, then rounds
+/// in rotating order.
+fn run_scenario(scenario: &Scenario, tools: &Toolbox, rounds: u32) -> anyhow::Result<Table> {
+    let keep_alive = matches!(scenario.mode, Mode::Pipelined { .. });
+    let requests = workload::requests(scenario.workload)?;
+    let mut started: Vec<(Kind, Result<Server, String>)> = tools
+        .available(keep_alive)
+        .into_iter()
+        .map(|kind| {
+            (
+                kind,
+                Server::start(kind, tools, keep_alive).map_err(|e| format!("{e:#}")),
+            )
+        })
+        .collect();
+    for (kind, server) in &mut started {
+        if let Ok(s) = server {
+            if let Err(why) = probe(s, &requests, scenario, *kind) {
+                *server = Err(why);
+            }
+        }
+    }
+    let mut totals: Vec<(LoadResult, Duration)> = started
+        .iter()
+        .map(|_| (LoadResult::empty(), Duration::ZERO))
+        .collect();
+    for round in 0..rounds as usize {
+        let n = started.len();
+        for offset in 0..n {
+            let index = (round + offset) % n;
+            let (kind, server) = &started[index];
+            let Ok(server) = server else { continue };
+            let spec = spec_for(server.addr, scenario, *kind, Stop::Duration(scenario.round));
+            let cpu_before = server.cpu().unwrap_or_default();
+            let result = load::run(&spec, &requests);
+            let cpu = server.cpu().unwrap_or_default().saturating_sub(cpu_before);
+            totals[index].0.merge(&result);
+            totals[index].1 += cpu;
+        }
+    }
+    let rows = started
+        .iter()
+        .zip(totals)
+        .map(|((kind, server), (load, server_cpu))| Row {
+            kind: *kind,
+            outcome: server.as_ref().map_err(Clone::clone).map(|s| Measured {
+                load,
+                server_cpu,
+                peak_rss_kib: s.peak_rss_kib(),
+            }),
+        })
+        .collect();
+    let mode = match scenario.mode {
+        Mode::PerConnection => "connection per request".to_owned(),
+        Mode::Pipelined { depth } => format!("keep-alive, {depth} lines pipelined per connection"),
+    };
+    Ok(Table {
+        title: format!(
+            "{}, {} connections, {mode}",
+            scenario.workload.name(),
+            scenario.concurrency
+        ),
+        rows,
+    })
+}
+
+/// One request of every kind in the workload, with a bound: servers that
+/// cannot answer in time (trial division on big primes) are left out.
+fn probe(
+    server: &Server,
+    requests: &[Request],
+    scenario: &Scenario,
+    kind: Kind,
+) -> Result<(), String> {
+    let limit = if scenario.workload.is_heavy() {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mut distinct: Vec<&Request> = Vec::new();
+    for r in requests {
+        if distinct.len() < 8 && !distinct.iter().any(|d| d.line.len() == r.line.len()) {
+            distinct.push(r);
+        }
+    }
+    let sample: Vec<Request> = distinct.into_iter().cloned().collect();
+    let mut spec = spec_for(
+        server.addr,
+        scenario,
+        kind,
+        Stop::Count(sample.len() as u64),
+    );
+    spec.concurrency = 1;
+    spec.timeout = limit;
+    let result = load::run(&spec, &sample);
+    if result.errors > 0 {
+        return Err(format!("no answer within {limit:?} per request"));
+    }
+    if result.wrong > 0 {
+        return Err("wrong answers".to_owned());
+    }
+    Ok(())
+}
+
+fn spec_for(addr: SocketAddr, scenario: &Scenario, kind: Kind, stop: Stop) -> LoadSpec {
+    LoadSpec {
+        addr,
+        concurrency: scenario.concurrency,
+        mode: scenario.mode,
+        stop,
+        timeout: Duration::from_secs(60),
+        check_replies: kind.answers_truly(),
+    }
+}
+
+/// Latency percentiles of the line `17` at several concurrencies.
+fn run_sweep(
+    tools: &Toolbox,
+    levels: &[usize],
+    round: Duration,
+) -> anyhow::Result<Vec<SweepPoint>> {
+    let requests = workload::requests(Workload::Seventeen)?;
+    let mut points = Vec::new();
+    for kind in tools.available(false) {
+        let server = Server::start(kind, tools, false)?;
+        for &concurrency in levels {
+            let scenario = Scenario {
+                workload: Workload::Seventeen,
+                concurrency,
+                mode: Mode::PerConnection,
+                round,
+            };
+            let r = load::run(
+                &spec_for(server.addr, &scenario, kind, Stop::Duration(round)),
+                &requests,
+            );
+            points.push(SweepPoint {
+                kind,
+                concurrency,
+                percentiles: [r.percentile(50.0), r.percentile(90.0), r.percentile(99.0)],
+            });
+        }
+    }
+    Ok(points)
+}
+
+/// 64-bit requests while 8 clients flood 4300-digit primes.
+struct Flood {
+    kind: Kind,
+    light: LoadResult,
+    heavy: LoadResult,
+}
+
+fn run_flood(tools: &Toolbox, duration: Duration) -> anyhow::Result<Vec<Flood>> {
+    let light_requests = workload::requests(Workload::U64Primes)?;
+    let heavy_requests = workload::requests(Workload::Digits4300)?;
+    let mut out = Vec::new();
+    for kind in tools.available(false) {
+        if matches!(kind, Kind::Floor | Kind::Python) {
+            continue;
+        }
+        let server = Server::start(kind, tools, false)?;
+        let spec = |concurrency| LoadSpec {
+            addr: server.addr,
+            concurrency,
+            mode: Mode::PerConnection,
+            stop: Stop::Duration(duration),
+            timeout: Duration::from_secs(120),
+            check_replies: true,
+        };
+        let (heavy, light) = std::thread::scope(|scope| {
+            let heavy = scope.spawn(|| load::run(&spec(8), &heavy_requests));
+            // Let the flood fill the server first.
+            std::thread::sleep(Duration::from_millis(200));
+            let light = load::run(&spec(8), &light_requests);
+            (heavy.join().unwrap_or_else(|_| LoadResult::empty()), light)
+        });
+        out.push(Flood { kind, light, heavy });
+    }
+    Ok(out)
+}
+
+fn render(
+    tables: &[Table],
+    sweep: &[SweepPoint],
+    flood: &[Flood],
+    notes: &[String],
+    rounds: u32,
+    smoke: bool,
+) -> String {
+    let mut md = String::from("# prime-bench results\n\n");
+    let _ = writeln!(
+        md,
+        "Loopback, {} cores shared by the load generator and the server; {rounds} round(s) per server, servers alternating within each round.{}\n",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        if smoke { " SMOKE RUN: tiny counts, figures mean nothing." } else { "" }
+    );
+    for note in notes {
+        let _ = writeln!(md, "- {note}");
+    }
+    md.push('\n');
+    md.push_str(&targets(tables, flood));
+    md.push_str("\n## Tables\n\n");
+    for table in tables {
+        md.push_str(&table.markdown());
+        md.push('\n');
+    }
+    if !flood.is_empty() {
+        md.push_str("### 64-bit primes while 8 clients flood 4300-digit primes\n\n| server | 64-bit req/s | 64-bit p50 | 64-bit p99 | 4300-digit req/s | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for f in flood {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {} | {} | {:.2} | {} |",
+                f.kind.name(),
+                f.light.rate(),
+                report::micros(f.light.percentile(50.0)),
+                report::micros(f.light.percentile(99.0)),
+                f.heavy.rate(),
+                f.light.errors + f.heavy.errors + f.light.wrong + f.heavy.wrong
+            );
+        }
+        md.push('\n');
+    }
+    md.push_str("### Latency against concurrency (line 17)\n\n![latency](latency.svg)\n\n| server | connections | p50 | p90 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n");
+    for p in sweep {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            p.kind.name(),
+            p.concurrency,
+            report::micros(p.percentiles[0]),
+            report::micros(p.percentiles[1]),
+            report::micros(p.percentiles[2])
+        );
+    }
+    md
+}
+
+/// The targets, each with where we stand.
+fn targets(tables: &[Table], flood: &[Flood]) -> String {
+    let mut md =
+        String::from("## Targets\n\n| target | measured | met |\n| --- | ---: | :---: |\n");
+    let mut line = |target: &str, measured: Option<f64>, ok: fn(f64) -> bool, unit: &str| {
+        let (value, met) = match measured {
+            Some(v) => (format!("{v:.2}{unit}"), if ok(v) { "yes" } else { "no" }),
+            None => ("n/a".to_owned(), "-"),
+        };
+        let _ = writeln!(md, "| {target} | {value} | {met} |");
+    };
+    let find = |title: &str| {
+        tables
+            .iter()
+            .find(|t| t.title.starts_with(title) && t.title.contains("connection per request"))
+    };
+    let ratio = |t: Option<&Table>, a: Kind, b: Kind, f: fn(&Measured) -> f64| -> Option<f64> {
+        let t = t?;
+        let (x, y) = (f(t.measured(a)?), f(t.measured(b)?));
+        (y > 0.0).then(|| x / y)
+    };
+    let line17 = find("line 17, 32");
+    line(
+        "line 17: server CPU/request vs floor (<= 1.3x)",
+        ratio(
+            line17,
+            Kind::PrimeServer,
+            Kind::Floor,
+            Measured::cpu_per_request,
+        ),
+        |v| v <= 1.3,
+        "x",
+    );
+    line(
+        "line 17: requests/s vs floor (>= 0.9x)",
+        ratio(line17, Kind::PrimeServer, Kind::Floor, |m| m.load.rate()),
+        |v| v >= 0.9,
+        "x",
+    );
+    line(
+        "line 17: p99 vs floor (<= 1.2x)",
+        ratio(line17, Kind::PrimeServer, Kind::Floor, |m| {
+            m.load.percentile(99.0) as f64
+        }),
+        |v| v <= 1.2,
+        "x",
+    );
+    line(
+        "line 17: Python CPU/request over ours (>= 2x)",
+        ratio(
+            line17,
+            Kind::Python,
+            Kind::PrimeServer,
+            Measured::cpu_per_request,
+        ),
+        |v| v >= 2.0,
+        "x",
+    );
+    for digits in ["1000-digit", "4300-digit"] {
+        let t = find(digits);
+        line(
+            &format!("{digits}: throughput vs Python+gmpy2 (>= 1.8x)"),
+            ratio(t, Kind::PrimeServer, Kind::PythonGmpy2, |m| m.load.rate()),
+            |v| v >= 1.8,
+            "x",
+        );
+    }
+    let p99 = flood
+        .iter()
+        .find(|f| f.kind == Kind::PrimeServer)
+        .map(|f| f.light.percentile(99.0) as f64 / 1000.0);
+    line(
+        "64-bit p99 during a 4300-digit flood (< 50 ms)",
+        p99,
+        |v| v < 50.0,
+        " ms",
+    );
+    md.push_str("\nPer-test time against GMP itself is measured by `cargo bench --bench primality` (criterion).\n");
+    md
+}
+
+/// A fresh scratch directory for prime-server's audit log.
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("prime-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,286 @@
+//! The servers under test, started by the bench itself: the floor, the
+//! Python reference (trial division, and gmpy2 where it can be had) and
+//! prime-server. Each runs as a child process, so its CPU time and peak
+//! memory can be read from /proc.
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to report its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Accept, read to the newline, write a constant, close.
+    Floor,
+    /// Python socketserver with trial division.
+    Python,
+    /// Python socketserver with gmpy2.
+    PythonGmpy2,
+    /// This project, release build, audit log on.
+    PrimeServer,
+}
+
+impl Kind {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Floor => "floor",
+            Kind::Python => "python (trial division)",
+            Kind::PythonGmpy2 => "python + gmpy2",
+            Kind::PrimeServer => "prime-server",
+        }
+    }
+
+    /// Whether its replies mean anything (the floor answers a constant).
+    pub fn answers_truly(self) -> bool {
+        self != Kind::Floor
+    }
+}
+
+/// Where the pieces the bench starts are found.
+#[derive(Debug, Clone)]
+pub struct Toolbox {
+    /// This very binary, for `prime-bench floor`.
+    pub bench: PathBuf,
+    /// The prime-server binary beside it.
+    pub prime_server: PathBuf,
+    /// The Python interpreter (the bench venv's, if present).
+    pub python: Option<PathBuf>,
+    /// Whether that interpreter can import gmpy2.
+    pub gmpy2: bool,
+    /// The Python reference server script.
+    pub python_script: PathBuf,
+    /// Where prime-server's audit logs go.
+    pub scratch: PathBuf,
+}
+
+impl Toolbox {
+    /// Finds everything, noting what is missing.
+    ///
+    /// # Errors
+    ///
+    /// The bench's own path cannot be found.
+    pub fn discover(scratch: &Path, keep_alive: bool) -> anyhow::Result<(Toolbox, Vec<String>)> {
+        let bench = std::env::current_exe().context("cannot find the prime-bench binary")?;
+        let prime_server = bench.with_file_name("prime-server");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let venv_python = root.join("bench/.venv/bin/python");
+        let mut notes = Vec::new();
+        let python = [venv_python, PathBuf::from("python3")]
+            .into_iter()
+            .find(|p| {
+                Command::new(p)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+        if python.is_none() {
+            notes.push("python3 not found: the Python references are skipped".to_owned());
+        }
+        let gmpy2 = python.as_ref().is_some_and(|p| {
+            Command::new(p)
+                .args(["-c", "import gmpy2"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if python.is_some() && !gmpy2 {
+            notes.push("gmpy2 could not be imported (make bench installs it into bench/.venv when it can): the Python+gmpy2 reference is skipped".to_owned());
+        }
+        if keep_alive {
+            notes.push("pipelined mode: the Python references speak one line per connection and are skipped".to_owned());
+        }
+        if !prime_server.exists() {
+            bail!(
+                "{} not found: build it first (cargo build --release --bins)",
+                prime_server.display()
+            );
+        }
+        Ok((
+            Toolbox {
+                bench,
+                prime_server,
+                python,
+                gmpy2,
+                python_script: root.join("bench/python/prime_server.py"),
+                scratch: scratch.to_path_buf(),
+            },
+            notes,
+        ))
+    }
+
+    /// The servers this machine can run, in report order.
+    pub fn available(&self, keep_alive: bool) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Floor];
+        if !keep_alive && self.python.is_some() {
+            kinds.push(Kind::Python);
+            if self.gmpy2 {
+                kinds.push(Kind::PythonGmpy2);
+            }
+        }
+        kinds.push(Kind::PrimeServer);
+        kinds
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The process.
+    child: Child,
+}
+
+impl Server {
+    /// Starts `kind` on 127.0.0.1 with a free port.
+    ///
+    /// # Errors
+    ///
+    /// It could not be started or did not report its address in time.
+    pub fn start(kind: Kind, tools: &Toolbox, keep_alive: bool) -> anyhow::Result<Server> {
+        let mut command = match kind {
+            Kind::Floor => {
+                let mut c = Command::new(&tools.bench);
+                c.args(["floor", "--listen", "127.0.0.1:0"]);
+                if keep_alive {
+                    c.arg("--keep-alive");
+                }
+                c
+            }
+            Kind::Python | Kind::PythonGmpy2 => {
+                let python = tools.python.as_ref().context("python3 is not available")?;
+                let mut c = Command::new(python);
+                c.arg(&tools.python_script)
+                    .args(["--listen", "127.0.0.1:0"]);
+                if kind == Kind::PythonGmpy2 {
+                    c.arg("--gmpy2");
+                }
+                c
+            }
+            Kind::PrimeServer => {
+                let mut c = Command::new(&tools.prime_server);
+                c.args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    "json",
+                    "--audit-log",
+                ])
+                .arg(tools.scratch.join("prime_server.log"));
+                if keep_alive {
+                    c.arg("--keep-alive");
+                }
+                c
+            }
+        };
+        // prime-server reports on stderr (its log), the others on stdout.
+        let (mut child, pipe): (Child, Box<dyn Read + Send>) = if kind == Kind::PrimeServer {
+            let mut child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let pipe = child.stderr.take().context("no stderr")?;
+            (child, Box::new(pipe))
+        } else {
+            let mut child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()?;
+            let pipe = child.stdout.take().context("no stdout")?;
+            (child, Box::new(pipe))
+        };
+        let (tx, rx) = mpsc::channel();
+        // Keep reading the pipe for the server's whole life, so it never
+        // blocks on a full pipe; send on the address once found.
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(addr) = find_address(&line) {
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => Ok(Server { addr, child }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not report its address", kind.name())
+            }
+        }
+    }
+
+    /// CPU time the server has used so far (user + system).
+    pub fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the ")" that ends the command name; utime and stime
+        // are fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()?
+            .max(1);
+        Some(Duration::from_secs_f64(
+            (utime + stime) as f64 / ticks as f64,
+        ))
+    }
+
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in a "listening" line: `listening 127.0.0.1:1234` (floor,
+/// Python) or prime-server's JSON record with `"address":"127.0.0.1:1234"`.
+fn find_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    if let Some(start) = line.find("\"address\":\"") {
+        let rest = &line[start + "\"address\":\"".len()..];
+        return rest[..rest.find('"')?].parse().ok();
+    }
+    line.split_whitespace().last()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_found_in_both_formats() {
+        assert_eq!(
+            find_address("listening 127.0.0.1:80"),
+            "127.0.0.1:80".parse().ok()
+        );
+        let json = r#"{"msg":"listening","level":"INFO","address":"127.0.0.1:9","workers":4}"#;
+        assert_eq!(find_address(json), "127.0.0.1:9".parse().ok());
+        assert_eq!(find_address("starting"), None);
+    }
+}
