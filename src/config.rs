@@ -53,6 +53,28 @@ pub struct ServerArgs {
     pub common: CommonArgs,
 }
 
+/// `echo-server`: replies `GOT:` plus each line it receives.
+#[derive(Debug, Parser)]
+#[command(
+    name = "echo-server",
+    version,
+    about = "A TCP echo service on prime-server's core: replies GOT: plus each line",
+    long_about = "A TCP echo service on prime-server's core: replies GOT: plus each line, \
+                  on as many lines per connection as the client sends, until EOF or the idle \
+                  timeout. Takes the same server options (and PRIME_SERVER_* variables) as \
+                  prime-server. Ctrl-C (SIGINT) or SIGTERM stops it gracefully; a second \
+                  signal exits at once with status 130."
+)]
+pub struct EchoArgs {
+    /// Address to listen on, IPv4 or IPv6; port 0 picks a free port
+    #[arg(long, env = "ECHO_SERVER_LISTEN", default_value = "127.0.0.1:25000", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+
+    /// Options shared with the other servers of the project.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// Options every server of the project takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -68,7 +90,7 @@ pub struct CommonArgs {
     #[arg(long, env = "PRIME_SERVER_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    /// With --keep-alive, close a connection after this long without a new line
+    /// Close a connection that carries several lines (--keep-alive, echo-server) after this long without a new line
     #[arg(long, env = "PRIME_SERVER_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 

@@ -32,15 +32,19 @@
 //! | [`logging`] | the terminal logger (slog-term/json behind slog-async) |
 //! | [`sync`] | the counting semaphore used for rationing |
 //! | [`client`] | the client side, used by `prime-client` |
+//! | [`echo`] | the echo service: a second [`Handler`](server::Handler) on the same core |
+//! | [`cli`] | start-up and exit shared by the server binaries |
 //!
 //! [`run`] is the entry point: `main` parses flags, builds the logger, binds,
 //! installs the signal handler and calls it; tests call it the same way on
 //! `127.0.0.1:0`.
 
 pub mod audit;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod echo;
 pub mod escape;
 pub mod logging;
 pub mod parse;
@@ -61,7 +65,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use std::time::Instant;
 use thiserror::Error;
 
 /// Everything [`run`] needs besides the listener.
@@ -180,7 +185,6 @@ pub fn run(
         "audit_failures" => summary.audit_failures,
         "panics" => summary.panics,
         "accept_errors" => summary.accept_errors,
-        "uptime" => %humantime::format_duration(Duration::from_millis(
-            u64::try_from(summary.uptime.as_millis()).unwrap_or(u64::MAX))));
+        "uptime" => %logging::rounded(summary.uptime));
     Ok(summary)
 }

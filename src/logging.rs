@@ -87,6 +87,12 @@ where
         .build_with_guard()
 }
 
+/// A duration rounded to milliseconds, printed like `1h 2m 3s 45ms`.
+pub fn rounded(d: std::time::Duration) -> humantime::FormattedDuration {
+    let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(std::time::Duration::from_millis(millis))
+}
+
 /// A logger that discards everything, for tests and library users who do
 /// not want records.
 pub fn discard() -> Logger {

@@ -260,11 +260,11 @@ fn sigterm_is_graceful_too() {
 fn client_prints_meaning_and_time() {
     let server = ServerProcess::start(&[]);
     let addr = server.addr.to_string();
-    let out = client(&["--addr", &addr, "17", "4", "4j"]);
+    let out = client(&["--addr", &addr, "17", "4", "4j", "-5"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<_> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
     assert!(
         lines[0].starts_with("17: T (prime) in ") && lines[0].ends_with(" ms"),
         "{stdout}"
@@ -274,7 +274,11 @@ fn client_prints_meaning_and_time() {
         lines[2].starts_with("4j: E (not an integer) in "),
         "{stdout}"
     );
-    assert_eq!(server.audit_lines().len(), 3, "one connection per number");
+    assert!(
+        lines[3].starts_with("-5: F (not prime) in "),
+        "negative numbers are not flags: {stdout}"
+    );
+    assert_eq!(server.audit_lines().len(), 4, "one connection per number");
 }
 
 #[test]
@@ -333,4 +337,26 @@ fn client_exit_status_on_protocol_violation_is_1() {
 fn client_usage_error_is_2() {
     assert_eq!(client(&["--bogus"]).status.code(), Some(2));
     assert_eq!(client(&["--timeout", "never", "1"]).status.code(), Some(2));
+}
+
+#[test]
+fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
+    use clap::Parser;
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prime-server.service"
+    ))
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let args = prime_server::config::ServerArgs::try_parse_from(exec.split_whitespace())
+        .unwrap_or_else(|e| panic!("ExecStart flags do not parse: {e}"));
+    assert!(args.audit_log.starts_with("/var/log/prime-server/"));
+    assert!(unit.contains("KillSignal=SIGTERM") && unit.contains("Restart=on-failure"));
+    assert!(
+        unit.contains("LogsDirectory=prime-server"),
+        "the audit directory is created for the service"
+    );
 }

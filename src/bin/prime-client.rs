@@ -14,7 +14,8 @@ use std::time::Duration;
 
 /// Ask a prime-server whether numbers are prime.
 #[derive(Debug, Parser)]
-#[command(name = "prime-client", version)]
+// Negative numbers are requests, not flags: `prime-client -5` asks about -5.
+#[command(name = "prime-client", version, allow_negative_numbers = true)]
 struct ClientArgs {
     /// Server address
     #[arg(long, env = "PRIME_CLIENT_ADDR", default_value = "127.0.0.1:8809", value_parser = parse_addr)]

@@ -189,16 +189,52 @@ impl ServerProcess {
     pub fn start_with(args: &[&str], customize: impl FnOnce(&mut Command)) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let audit_path = dir.path().join("logs/prime_server.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_prime-server"));
+        let mut full_args: Vec<String> =
+            vec!["--audit-log".into(), audit_path.display().to_string()];
+        full_args.extend(args.iter().map(|a| (*a).to_owned()));
+        ServerProcess::spawn(
+            env!("CARGO_BIN_EXE_prime-server"),
+            &full_args,
+            dir,
+            audit_path,
+            customize,
+        )
+    }
+
+    /// Starts the `echo-server` binary on 127.0.0.1:0 with `args` added.
+    pub fn start_echo(args: &[&str]) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let unused = dir.path().join("no-audit-log");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        ServerProcess::spawn(
+            env!("CARGO_BIN_EXE_echo-server"),
+            &args,
+            dir,
+            unused,
+            |_| {},
+        )
+    }
+
+    /// Spawns `program --listen 127.0.0.1:0 ARGS` and waits for its
+    /// "listening" record.
+    fn spawn(
+        program: &str,
+        args: &[String],
+        dir: tempfile::TempDir,
+        audit_path: PathBuf,
+        customize: impl FnOnce(&mut Command),
+    ) -> ServerProcess {
+        let mut command = Command::new(program);
         command
-            .args(["--listen", "127.0.0.1:0", "--audit-log"])
-            .arg(&audit_path)
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         customize(&mut command);
-        let mut child = command.spawn().expect("spawn prime-server");
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let (stderr, lines) = collect_lines(child.stderr.take().expect("stderr piped"));
         // The "listening" record comes once the socket is fully set up.
         let addr = loop {
@@ -210,7 +246,7 @@ impl ServerProcess {
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("prime-server did not report its address");
+                    panic!("{program} did not report its address");
                 }
             }
         };
@@ -320,10 +356,13 @@ fn collect_lines(pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, 
     (lines, line_rx)
 }
 
-/// The address in a term-format "listening" record.
+/// The address in a "listening" record, term or JSON format.
 fn parse_listening(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
+    }
+    if let Ok(record) = serde_json::from_str::<serde_json::Value>(line) {
+        return record.get("address")?.as_str()?.parse().ok();
     }
     let start = line.find("address: ")? + "address: ".len();
     let rest = &line[start..];
