@@ -187,7 +187,9 @@ pub fn serve<H: Handler>(
         match listener.accept() {
             Ok((stream, peer)) => {
                 backoff = BACKOFF_START;
-                if shutdown.is_waker(peer) {
+                // The wake-up connection is made only after the flag is set,
+                // so the lock in is_waker is taken only while stopping.
+                if shutdown.is_requested() && shutdown.is_waker(peer) {
                     break;
                 }
                 dispatcher.dispatch(stream, peer, slot);

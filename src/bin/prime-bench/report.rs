@@ -33,6 +33,12 @@ impl Measured {
     pub fn cpu_per_request(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64
     }
+
+    /// The load generator's own CPU microseconds per answered request, to
+    /// tell whether it, not the server, was the limit.
+    pub fn generator_cpu_per_request(&self) -> f64 {
+        self.load.generator_cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64
+    }
 }
 
 /// One workload's table.
@@ -59,8 +65,8 @@ impl Table {
     pub fn markdown(&self) -> String {
         let floor = self.measured(Kind::Floor);
         let mut out = format!("### {}\n\n", self.title);
-        out.push_str("| server | req/s | p50 | p99 | max | server CPU us/req | peak RSS | errors | wrong | req/s vs floor | p99 vs floor | CPU/req vs floor |\n");
-        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| server | req/s | p50 | p99 | max | server CPU us/req | peak RSS | errors | wrong | req/s vs floor | p99 vs floor | CPU/req vs floor | load gen CPU us/req |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for row in &self.rows {
             match &row.outcome {
                 Err(why) => {
@@ -78,7 +84,7 @@ impl Table {
                     };
                     let _ = writeln!(
                         out,
-                        "| {} | {:.0} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                        "| {} | {:.0} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
                         row.kind.name(),
                         m.load.rate(),
                         micros(m.load.percentile(50.0)),
@@ -95,6 +101,7 @@ impl Table {
                             floor.map(|f| f.load.percentile(99.0) as f64)
                         ),
                         ratio(m.cpu_per_request(), floor.map(Measured::cpu_per_request)),
+                        m.generator_cpu_per_request(),
                     );
                 }
             }
