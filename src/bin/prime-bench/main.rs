@@ -470,9 +470,9 @@ fn render(
         for f in flood {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {} | {} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {} |",
                 f.kind.name(),
-                f.light.rate(),
+                report::rate(f.light.rate()),
                 report::micros(f.light.percentile(50.0)),
                 report::micros(f.light.percentile(99.0)),
                 f.heavy.rate(),

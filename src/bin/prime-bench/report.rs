@@ -84,9 +84,9 @@ impl Table {
                     };
                     let _ = writeln!(
                         out,
-                        "| {} | {:.0} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
                         row.kind.name(),
-                        m.load.rate(),
+                        rate(m.load.rate()),
                         micros(m.load.percentile(50.0)),
                         micros(m.load.percentile(99.0)),
                         micros(m.load.latency.max()),
@@ -107,6 +107,16 @@ impl Table {
             }
         }
         out
+    }
+}
+
+/// Requests per second: whole numbers, but decimals for the slow rates of
+/// big-number workloads, where rounding would hide the comparison.
+pub fn rate(per_second: f64) -> String {
+    if per_second < 100.0 {
+        format!("{per_second:.2}")
+    } else {
+        format!("{per_second:.0}")
     }
 }
 
