@@ -41,7 +41,7 @@ fn primality(c: &mut Criterion) {
         assert_eq!(line.len(), digits);
         if digits >= 1000 {
             group.sample_size(10);
-            group.measurement_time(Duration::from_secs(if digits == 4300 { 15 } else { 5 }));
+            group.measurement_time(Duration::from_secs(if digits == 4300 { 20 } else { 5 }));
         }
         group.bench_with_input(
             BenchmarkId::new("prime-server", digits),
