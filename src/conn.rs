@@ -145,11 +145,6 @@ impl Connection {
         self.peer
     }
 
-    /// The underlying socket, for handlers that need more than lines.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
     /// Whether the client has half-closed and every buffered line is used.
     pub fn at_eof(&self) -> bool {
         self.stopped || (self.peer_eof && self.input.is_empty())

@@ -10,7 +10,7 @@ pub struct Semaphore {
     state: Mutex<State>,
     /// Signalled when a permit is returned and someone is waiting.
     returned: Condvar,
-    /// Permits in all, for reporting.
+    /// Permits in all, to report how many are taken.
     capacity: usize,
 }
 
@@ -55,26 +55,9 @@ impl Semaphore {
         }
     }
 
-    /// Takes a permit if one is free right now.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let mut state = self.lock();
-        if state.available == 0 {
-            return None;
-        }
-        state.available -= 1;
-        Some(Permit {
-            semaphore: Arc::clone(self),
-        })
-    }
-
     /// How many permits are taken right now.
     pub fn in_use(&self) -> usize {
         self.capacity - self.lock().available
-    }
-
-    /// Permits in all.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// The counts, recovering from poisoning: no code that can panic runs
@@ -112,10 +95,10 @@ mod tests {
         let a = s.acquire();
         let _b = s.acquire();
         assert_eq!(s.in_use(), 2);
-        assert!(s.try_acquire().is_none());
         drop(a);
         assert_eq!(s.in_use(), 1);
-        assert!(s.try_acquire().is_some());
+        let _c = s.acquire();
+        assert_eq!(s.in_use(), 2);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! so it cannot rot: every reference starts, every table and the chart are
 //! written, and no server answers wrongly.
 
+mod support;
+
 use std::process::Command;
 
 #[test]
@@ -44,18 +46,7 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
 
 #[test]
 fn bench_load_checks_replies_against_a_running_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = prime_server::shutdown::Shutdown::new();
-    let stop = shutdown.clone();
-    let config = prime_server::Config {
-        audit_log: dir.path().join("audit.log"),
-        ..Default::default()
-    };
-    let server = std::thread::spawn(move || {
-        prime_server::run(listener, stop, &config, &prime_server::logging::discard()).unwrap()
-    });
+    let server = support::TestServer::start();
     let run = Command::new(env!("CARGO_BIN_EXE_prime-bench"))
         .args([
             "load",
@@ -67,11 +58,10 @@ fn bench_load_checks_replies_against_a_running_server() {
             "4",
             "--addr",
         ])
-        .arg(addr.to_string())
+        .arg(server.addr.to_string())
         .output()
         .unwrap();
-    shutdown.request();
-    let summary = server.join().unwrap();
+    let summary = server.stop();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),

@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{ask, connect, parse_audit, unused_addr, wait_until, ServerProcess};
+use support::{ask, audited_answers, connect, under_load, unused_addr, wait_until, ServerProcess};
 
 /// Runs a binary to completion with a bounded wait and no stdin.
 fn run_bin(path: &str, args: &[&str]) -> Output {
@@ -145,57 +143,23 @@ fn audit_directory_is_created_and_env_vars_work() {
 fn sigint_with_requests_in_flight_is_graceful() {
     let mut server = ServerProcess::start(&["--workers", "4"]);
     let addr = server.addr;
-    let stop = AtomicBool::new(false);
-    let received: Vec<(String, String)> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..8)
-            .map(|t| {
-                let stop = &stop;
-                scope.spawn(move || {
-                    let mut got = Vec::new();
-                    for i in 0..10_000u64 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let n = (t * 100_003 + i).to_string();
-                        // After the signal, connections are refused or
-                        // reset: only complete replies count.
-                        if let Some(reply) = try_ask(addr, &n) {
-                            got.push((n, reply));
-                        }
-                    }
-                    got
-                })
-            })
-            .collect();
+    let (status, received) = under_load(addr, 8, || {
         std::thread::sleep(Duration::from_millis(300));
         server.signal(libc::SIGINT);
-        let status = server.wait(Duration::from_secs(15));
-        stop.store(true, Ordering::Relaxed);
-        assert_eq!(status.code(), Some(0), "graceful stop exits 0");
-        clients
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect()
+        server.wait(Duration::from_secs(15))
     });
+    assert_eq!(status.code(), Some(0), "graceful stop exits 0");
     assert!(
         received.len() > 10,
         "load did not get going: {}",
         received.len()
     );
     // Every reply a client holds has its audit line.
-    let audited: HashSet<(String, String)> = server
-        .audit_lines()
-        .iter()
-        .map(|l| {
-            let r = parse_audit(l);
-            let n = r.phrase.split('\'').nth(1).unwrap_or_default().to_owned();
-            (n, r.code)
-        })
-        .collect();
-    for (n, reply) in &received {
+    let audited = audited_answers(&server.audit_lines());
+    for answer in &received {
         assert!(
-            audited.contains(&(n.clone(), reply.clone())),
-            "reply {reply} for {n} has no audit line"
+            audited.contains(answer),
+            "reply {answer:?} has no audit line"
         );
     }
     let stderr = server.stderr();
@@ -204,24 +168,6 @@ fn sigint_with_requests_in_flight_is_graceful() {
     assert!(stderr.contains("prime: "), "no counts in summary: {stderr}");
     // The listener is closed: new connections are refused.
     assert!(std::net::TcpStream::connect(addr).is_err());
-}
-
-/// One request, or `None` if the connection failed (as it may while the
-/// server stops).
-fn try_ask(addr: std::net::SocketAddr, n: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream.write_all(format!("{n}\n").as_bytes()).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    match reply.as_str() {
-        "T\n" | "F\n" => Some(reply.trim().to_owned()),
-        "" => None,
-        other => panic!("torn or wrong reply {other:?}"),
-    }
 }
 
 #[test]

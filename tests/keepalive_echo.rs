@@ -119,14 +119,6 @@ fn max_requests_per_connection_closes_after_that_many_lines() {
 }
 
 #[test]
-fn default_mode_still_answers_one_line_per_connection() {
-    let server = TestServer::start();
-    let mut stream = connect(server.addr);
-    stream.write_all(b"3\n5\n").unwrap();
-    assert_eq!(read_to_close(&mut stream), b"T\n");
-}
-
-#[test]
 fn echo_serves_several_clients_at_once() {
     let server = ServerProcess::start_echo(&["--workers", "4"]);
     // Four clients hold their connections open at the same time, each

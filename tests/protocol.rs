@@ -268,24 +268,13 @@ fn ipv6_loopback_works_where_available() {
         eprintln!("skipping: this machine has no IPv6 loopback");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = prime_server::shutdown::Shutdown::new();
-    let stop = shutdown.clone();
-    let config = prime_server::Config {
-        audit_log: dir.path().join("audit.log"),
-        ..Default::default()
-    };
-    let thread = std::thread::spawn(move || {
-        prime_server::run(listener, stop, &config, &prime_server::logging::discard()).unwrap()
-    });
-    assert_eq!(ask(addr, "17"), "T\n");
-    shutdown.request();
-    let summary = thread.join().unwrap();
-    assert_eq!(summary.prime, 1);
-    let audit = support::read_lines(&dir.path().join("audit.log"));
+    let server = TestServer::start_on(listener, |_| {});
+    assert!(server.addr.is_ipv6());
+    assert_eq!(ask(server.addr, "17"), "T\n");
+    let audit = server.audit_lines();
     assert!(
         parse_audit(&audit[0]).peer.starts_with("[::1]:"),
         "{audit:?}"
     );
+    assert_eq!(server.stop().prime, 1);
 }

@@ -8,16 +8,16 @@ mod support;
 use prime_server::conn::{Connection, Limits};
 use prime_server::server::{serve, Handler, ServerOptions};
 use prime_server::shutdown::Shutdown;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ask, ask_line, capture_logger, connect, open_sockets, parse_audit, read_to_close, wait_until,
-    ServerProcess, TestServer,
+    ask, ask_line, audited_answers, capture_logger, connect, open_sockets, parse_audit,
+    read_to_close, under_load, wait_until, ServerProcess, TestServer,
 };
 
 /// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
@@ -358,68 +358,13 @@ fn accept_errors_back_off_and_service_resumes() {
     assert!(!stderr.contains("accept_errors: 0"), "{stderr}");
 }
 
-/// Sends `n` and returns the reply if a complete one arrived.
-fn try_ask(addr: SocketAddr, n: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream.write_all(format!("{n}\n").as_bytes()).ok()?;
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    match reply.as_slice() {
-        b"T\n" | b"F\n" => Some(String::from_utf8(reply).unwrap().trim().to_owned()),
-        b"" => None,
-        other => panic!("torn or wrong reply {other:?}"),
-    }
-}
-
-/// The (number, code) pairs of an audit log.
-fn audited_answers(lines: &[String]) -> HashSet<(String, String)> {
-    lines
-        .iter()
-        .map(|l| {
-            let r = parse_audit(l);
-            (
-                r.phrase.split('\'').nth(1).unwrap_or_default().to_owned(),
-                r.code,
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn kill_9_never_leaves_a_reply_without_its_audit_line() {
     let mut server = ServerProcess::start(&["--workers", "8"]);
-    let addr = server.addr;
-    let stop = AtomicBool::new(false);
-    let received: Vec<(String, String)> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..8u64)
-            .map(|t| {
-                let stop = &stop;
-                scope.spawn(move || {
-                    let mut got = Vec::new();
-                    for i in 0..20_000u64 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let n = (t * 1_000_003 + i).to_string();
-                        if let Some(reply) = try_ask(addr, &n) {
-                            got.push((n, reply));
-                        }
-                    }
-                    got
-                })
-            })
-            .collect();
+    let ((), received) = under_load(server.addr, 8, || {
         std::thread::sleep(Duration::from_millis(400));
         server.signal(libc::SIGKILL);
         server.wait(Duration::from_secs(10));
-        stop.store(true, Ordering::Relaxed);
-        clients
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect()
     });
     assert!(received.len() > 10, "load did not get going");
     let audited = audited_answers(&server.audit_lines());

@@ -43,6 +43,12 @@ impl TestServer {
     /// Starts a server after `tweak` adjusts its configuration; the audit
     /// log goes to a fresh temporary directory.
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        TestServer::start_on(listener, tweak)
+    }
+
+    /// Starts a server on a listener the test bound itself (IPv6, say).
+    pub fn start_on(listener: TcpListener, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let audit_path = dir.path().join("logs/prime_server.log");
         let mut config = Config {
@@ -50,7 +56,6 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
@@ -155,6 +160,80 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
         std::thread::sleep(Duration::from_millis(10));
     }
     condition()
+}
+
+/// Sends `n` on a fresh connection and returns the reply letter if a
+/// complete `T` or `F` arrived; `None` if the connection failed or closed
+/// without a reply (as it may while a server stops). Any other reply is a
+/// torn or wrong one and fails the test.
+pub fn try_ask(addr: SocketAddr, n: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(format!("{n}\n").as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    match reply.as_slice() {
+        b"T\n" => Some("T".to_owned()),
+        b"F\n" => Some("F".to_owned()),
+        b"" => None,
+        other => panic!("torn or wrong reply {other:?}"),
+    }
+}
+
+/// Runs `threads` clients asking about distinct numbers, one connection
+/// each, while `during` runs (it typically signals the server and waits for
+/// it); then stops them and returns `during`'s result and every
+/// (number, reply) a client received. Each client stops after 20,000
+/// requests at most.
+pub fn under_load<R>(
+    addr: SocketAddr,
+    threads: u64,
+    during: impl FnOnce() -> R,
+) -> (R, Vec<(String, String)>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..threads)
+            .map(|t| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut got = Vec::new();
+                    for i in 0..20_000u64 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let n = (t * 1_000_003 + i).to_string();
+                        if let Some(reply) = try_ask(addr, &n) {
+                            got.push((n, reply));
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let result = during();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let received = clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("client thread"))
+            .collect();
+        (result, received)
+    })
+}
+
+/// The (number, code) pairs an audit log records for `T` and `F` lines.
+pub fn audited_answers(lines: &[String]) -> std::collections::HashSet<(String, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            let r = parse_audit(l);
+            (
+                r.phrase.split('\'').nth(1).unwrap_or_default().to_owned(),
+                r.code,
+            )
+        })
+        .collect()
 }
 
 /// An address nothing listens on (bound, then released).

@@ -181,22 +181,18 @@ impl Server {
             }
         };
         // prime-server reports on stderr (its log), the others on stdout.
-        let (mut child, pipe): (Child, Box<dyn Read + Send>) = if kind == Kind::PrimeServer {
-            let mut child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let pipe = child.stderr.take().context("no stderr")?;
-            (child, Box::new(pipe))
+        let on_stderr = kind == Kind::PrimeServer;
+        command.stdin(Stdio::null());
+        if on_stderr {
+            command.stdout(Stdio::null()).stderr(Stdio::piped());
         } else {
-            let mut child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()?;
-            let pipe = child.stdout.take().context("no stdout")?;
-            (child, Box::new(pipe))
+            command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        }
+        let mut child = command.spawn()?;
+        let pipe: Box<dyn Read + Send> = if on_stderr {
+            Box::new(child.stderr.take().context("no stderr")?)
+        } else {
+            Box::new(child.stdout.take().context("no stdout")?)
         };
         let (tx, rx) = mpsc::channel();
         // Keep reading the pipe for the server's whole life, so it never
