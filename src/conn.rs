@@ -161,11 +161,10 @@ impl Connection {
         self.lines_read += 1;
         // The first line's clock started at accept. A later line waits for
         // its first byte under the idle timeout, then gets a full deadline.
-        let (mut wait, mut line_deadline) = if first {
-            let deadline = self.accepted + self.limits.request_timeout;
-            (Wait::Line(deadline), Some(deadline))
+        let mut wait = if first {
+            Wait::Line(self.accepted + self.limits.request_timeout)
         } else {
-            (Wait::Idle(Instant::now() + self.limits.idle_timeout), None)
+            Wait::Idle(Instant::now() + self.limits.idle_timeout)
         };
         loop {
             if self.stopped {
@@ -181,10 +180,10 @@ impl Connection {
                 self.scanned = 0;
                 return Ok(Line::Complete(std::mem::take(&mut self.input)));
             }
-            if !self.input.is_empty() && line_deadline.is_none() {
-                let deadline = Instant::now() + self.limits.request_timeout;
-                line_deadline = Some(deadline);
-                wait = Wait::Line(deadline);
+            // The line has started: from its first byte it gets the
+            // request timeout.
+            if matches!(wait, Wait::Idle(_)) && !self.input.is_empty() {
+                wait = Wait::Line(Instant::now() + self.limits.request_timeout);
             }
             self.flush()?;
             self.fill(wait)?;

@@ -6,7 +6,9 @@ mod support;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use support::{ask, audited_answers, connect, under_load, unused_addr, wait_until, ServerProcess};
+use support::{
+    ask, audited_answers, connect_sending, under_load, unused_addr, wait_until, ServerProcess,
+};
 
 /// Runs a binary to completion with a bounded wait and no stdin.
 fn run_bin(path: &str, args: &[&str]) -> Output {
@@ -175,8 +177,7 @@ fn second_signal_exits_at_once_with_130() {
     let mut server = ServerProcess::start(&["--request-timeout", "30s"]);
     // A client stuck mid-line keeps the graceful stop waiting for its
     // deadline (it sent a byte, so it is accepted even with defer-accept).
-    let mut slow = connect(server.addr);
-    std::io::Write::write_all(&mut slow, b"1").unwrap();
+    let _slow = connect_sending(server.addr, b"1");
     assert!(wait_until(Duration::from_secs(5), || server
         .stderr()
         .contains("listening")));

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ask, ask_line, audited_answers, capture_logger, connect, open_sockets, parse_audit,
-    read_to_close, under_load, wait_until, ServerProcess, TestServer,
+    ask, ask_line, audited_answers, capture_logger, connect, connect_sending, open_sockets,
+    parse_audit, read_to_close, under_load, wait_until, ServerProcess, TestServer,
 };
 
 /// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
@@ -274,12 +274,9 @@ fn admission_caps_accepted_connections() {
     };
     // Each sends a partial line, so it is accepted (data arrived) and then
     // held, by the worker or waiting for it.
-    let mut held = Vec::new();
-    for _ in 0..20 {
-        let mut s = connect(server.addr);
-        s.write_all(b"1").unwrap();
-        held.push(s);
-    }
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| connect_sending(server.addr, b"1"))
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
     let sockets = open_sockets(pid).unwrap();
     assert!(
@@ -329,11 +326,7 @@ fn accept_errors_back_off_and_service_resumes() {
         },
     );
     let mut flood: Vec<TcpStream> = (0..60)
-        .map(|_| {
-            let mut s = connect(server.addr);
-            s.write_all(b"1").unwrap();
-            s
-        })
+        .map(|_| connect_sending(server.addr, b"1"))
         .collect();
     assert!(
         wait_until(Duration::from_secs(10), || server
@@ -381,21 +374,11 @@ fn shutdown_under_load_answers_or_refuses_every_queued_connection() {
     let deadline = Duration::from_secs(2);
     let mut server = ServerProcess::start(&["--workers", "2", "--request-timeout", "2s"]);
     // Two slow clients hold both workers until their deadline.
-    let mut slow: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = connect(server.addr);
-            s.write_all(b"1").unwrap();
-            s
-        })
-        .collect();
+    let mut slow: Vec<TcpStream> = (0..2).map(|_| connect_sending(server.addr, b"1")).collect();
     std::thread::sleep(Duration::from_millis(200));
     // Hundreds of honest requests queue behind them.
     let mut queued: Vec<TcpStream> = (0..300)
-        .map(|_| {
-            let mut s = connect(server.addr);
-            s.write_all(b"17\n").unwrap();
-            s
-        })
+        .map(|_| connect_sending(server.addr, b"17\n"))
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let signalled = Instant::now();

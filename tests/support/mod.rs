@@ -140,6 +140,14 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A client socket that has sent `bytes` and stays open, e.g. `b"1"` for a
+/// client stalled mid-line or `b"17\n"` for a request awaiting its reply.
+pub fn connect_sending(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = connect(addr);
+    stream.write_all(bytes).expect("write");
+    stream
+}
+
 /// Reads until the server closes (or resets) the connection.
 pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut reply = Vec::new();
