@@ -88,6 +88,26 @@ impl AuditLog {
         self.append(&format_line(SystemTime::now(), peer, answer))
     }
 
+    /// Appends one record per answer, all stamped with the current time, in
+    /// a single write (so lines of one batch are never separated).
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of the write; the caller must then send none of the
+    /// batch's `T`/`F`.
+    pub fn record_batch<'a>(
+        &self,
+        peer: SocketAddr,
+        answers: impl IntoIterator<Item = &'a Answer>,
+    ) -> io::Result<()> {
+        let at = SystemTime::now();
+        let mut lines = String::new();
+        for answer in answers {
+            lines.push_str(&format_line(at, peer, answer));
+        }
+        self.append(&lines)
+    }
+
     /// Appends one complete line (it must end in `\n`) in a single write.
     ///
     /// # Errors

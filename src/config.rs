@@ -1,16 +1,30 @@
 //! Command-line options of the binaries (clap, each flag with an env var),
 //! turned into the library's plain option structs.
 
+use crate::clients::Rate;
 use crate::conn::Limits;
 use crate::logging::{LogFormat, LogLevel};
-use crate::server::{default_workers, ServerOptions};
+use crate::proxy::TrustedProxies;
+use crate::server::{cores, default_workers, ServerOptions};
 use crate::service::PrimeOptions;
 use crate::Config;
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Longest request, write or shutdown timeout accepted: an hour. Every
+/// duration is bounded so that no deadline arithmetic can overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest idle timeout accepted: a day.
+const MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// Most worker or heavy-lane threads accepted.
+const MAX_THREADS: u64 = 1024;
+/// Most connections accepted for `--max-connections`.
+const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Longest line accepted for `--max-line-bytes`: 16 MiB.
+const MAX_LINE_BYTES: u64 = 16 << 20;
 
 /// `prime-server`: answers whether each line is a prime number.
 #[derive(Debug, Parser)]
@@ -36,9 +50,9 @@ pub struct ServerArgs {
     )]
     pub audit_log: PathBuf,
 
-    /// Big-number (above 2^64) tests run at once, at most [default: number of cores]
-    #[arg(long, env = "PRIME_SERVER_BIG_TESTS")]
-    pub big_tests: Option<NonZeroUsize>,
+    /// Heavy-lane threads: big-number (above 2^64) tests run at once, at most [default: number of cores]
+    #[arg(long, env = "PRIME_SERVER_BIG_TESTS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
+    pub big_tests: Option<usize>,
 
     /// Answer any number of lines per connection instead of one
     #[arg(long, env = "PRIME_SERVER_KEEP_ALIVE")]
@@ -78,34 +92,61 @@ pub struct EchoArgs {
 /// Options every server of the project takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Worker threads: connections served at once [default: 8 per core, at least 16]
-    #[arg(long, env = "PRIME_SERVER_WORKERS")]
-    pub workers: Option<NonZeroUsize>,
+    /// Worker threads; they never wait on a client, so a few per core suffice [default: 4 per core]
+    #[arg(long, env = "PRIME_SERVER_WORKERS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
+    pub workers: Option<usize>,
 
-    /// Accepted connections allowed to wait for a worker; beyond that the kernel backlog holds them
-    #[arg(long, env = "PRIME_SERVER_MAX_PENDING", default_value_t = 256)]
-    pub max_pending: usize,
+    /// Connections open at once, at most (waiting, queued and in service); then the kernel backlog holds new ones
+    #[arg(long, env = "PRIME_SERVER_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CONNECTIONS))]
+    pub max_connections: usize,
 
-    /// Time from accept to the end of the request line (e.g. 5s, 500ms)
-    #[arg(long, env = "PRIME_SERVER_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Connections one client address may hold open [default: no cap]
+    #[arg(long, env = "PRIME_SERVER_MAX_CONNECTIONS_PER_IP",
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=MAX_CONNECTIONS))]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// Lines per second one client address may have answered, e.g. 100/s; past it the server stops reading from it until tokens return [default: no limit]
+    #[arg(long, env = "PRIME_SERVER_MAX_RATE_PER_IP")]
+    pub max_rate_per_ip: Option<Rate>,
+
+    /// Time from accept to the end of the request line; with several lines per connection, from a line's first byte (e.g. 5s, 500ms; at most 1h)
+    #[arg(long, env = "PRIME_SERVER_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub request_timeout: Duration,
 
-    /// Close a connection that carries several lines (--keep-alive, echo-server) after this long without a new line
-    #[arg(long, env = "PRIME_SERVER_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// Close a connection that carries several lines (--keep-alive, echo-server) after this long without a new line (at most 24h)
+    #[arg(long, env = "PRIME_SERVER_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
 
-    /// Longest a reply write may block
-    #[arg(long, env = "PRIME_SERVER_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Longest a client may take to read its replies (at most 1h)
+    #[arg(long, env = "PRIME_SERVER_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 
-    /// Longest request line in bytes; a longer one gets E and the connection is closed
-    #[arg(long, env = "PRIME_SERVER_MAX_LINE_BYTES", default_value = "65536")]
-    pub max_line_bytes: NonZeroUsize,
+    /// Longest a graceful stop may take; then the remaining connections are closed (at most 1h)
+    #[arg(long, env = "PRIME_SERVER_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub shutdown_timeout: Duration,
 
-    /// Hand connections to workers as soon as they are accepted, even before
+    /// Longest request line in bytes; a longer one gets E and the connection is closed (at most 16 MiB)
+    #[arg(long, env = "PRIME_SERVER_MAX_LINE_BYTES", default_value_t = 65536,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_LINE_BYTES))]
+    pub max_line_bytes: usize,
+
+    /// Hand connections over as soon as they are accepted, even before
     /// any data arrives (Linux TCP_DEFER_ACCEPT is on by default)
     #[arg(long, env = "PRIME_SERVER_NO_DEFER_ACCEPT")]
     pub no_defer_accept: bool,
+
+    /// Every connection begins with a PROXY protocol header (v1 or v2, as HAProxy's send-proxy/send-proxy-v2 send it); its client address is the one logged and limited
+    #[arg(long, env = "PRIME_SERVER_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol, the addresses a PROXY header is accepted from (CIDR[,CIDR...])
+    #[arg(
+        long,
+        env = "PRIME_SERVER_TRUSTED_PROXIES",
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_proxies: TrustedProxies,
 
     /// Least severe log level printed on stderr
     #[arg(long, env = "PRIME_SERVER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
@@ -119,16 +160,22 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The core's options.
     pub fn server_options(&self) -> ServerOptions {
+        let defaults = ServerOptions::default();
         ServerOptions {
-            workers: self.workers.map_or_else(default_workers, NonZeroUsize::get),
-            max_pending: self.max_pending,
+            workers: self.workers.unwrap_or_else(default_workers),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_rate_per_ip: self.max_rate_per_ip,
             limits: Limits {
                 request_timeout: self.request_timeout,
                 idle_timeout: self.idle_timeout,
                 write_timeout: self.write_timeout,
-                max_line_bytes: self.max_line_bytes.get(),
+                max_line_bytes: self.max_line_bytes,
             },
             defer_accept: !self.no_defer_accept,
+            shutdown_timeout: self.shutdown_timeout,
+            proxy: self.proxy_protocol.then(|| self.trusted_proxies.clone()),
+            ..defaults
         }
     }
 }
@@ -136,18 +183,17 @@ impl CommonArgs {
 impl ServerArgs {
     /// The library configuration these arguments describe.
     pub fn config(&self) -> Config {
-        let defaults = PrimeOptions::default();
         let keep_alive = self.keep_alive.then_some(match self.max_requests_per_conn {
             0 => u64::MAX,
             n => n,
         });
         Config {
             audit_log: self.audit_log.clone(),
-            server: self.common.server_options(),
-            prime: PrimeOptions {
-                big_tests: self.big_tests.map_or(defaults.big_tests, NonZeroUsize::get),
-                keep_alive,
+            server: ServerOptions {
+                heavy_threads: self.big_tests.unwrap_or_else(cores),
+                ..self.common.server_options()
             },
+            prime: PrimeOptions { keep_alive },
         }
     }
 }
@@ -165,6 +211,36 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("not an address of the form HOST:PORT ({e})"))?
         .next()
         .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// Parses a timeout: a duration from 1 ms to an hour.
+///
+/// # Errors
+///
+/// A message clap prints, naming the bounds.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration(text, MAX_TIMEOUT)
+}
+
+/// Parses an idle timeout: a duration from 1 ms to a day.
+///
+/// # Errors
+///
+/// A message clap prints, naming the bounds.
+pub fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration(text, MAX_IDLE)
+}
+
+/// Parses a duration of at least 1 ms and at most `max`.
+fn parse_bounded_duration(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(1) || d > max {
+        return Err(format!(
+            "must be between 1ms and {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses a positive duration such as `5s`, `250ms` or `1m`.
@@ -192,7 +268,7 @@ mod tests {
         assert_eq!(config.audit_log, PathBuf::from("logs/prime_server.log"));
         assert_eq!(config.server.limits, Limits::default());
         assert_eq!(config.prime.keep_alive, None);
-        assert!(config.server.workers >= 16);
+        assert_eq!(config.server, ServerOptions::default());
     }
 
     #[test]
@@ -201,6 +277,29 @@ mod tests {
         assert!(ServerArgs::try_parse_from(["p", "--request-timeout", "0s"]).is_err());
         assert!(ServerArgs::try_parse_from(["p", "--request-timeout", "soon"]).is_err());
         assert!(ServerArgs::try_parse_from(["p", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn absurd_values_are_rejected_naming_the_flag() {
+        for (flag, value) in [
+            ("--request-timeout", "300000000000years"),
+            ("--request-timeout", "2h"),
+            ("--write-timeout", "0ms"),
+            ("--shutdown-timeout", "1000000h"),
+            ("--idle-timeout", "2days"),
+            ("--workers", "100000"),
+            ("--big-tests", "0"),
+            ("--max-connections", "18446744073709551615"),
+            ("--max-connections-per-ip", "0"),
+            ("--max-line-bytes", "0"),
+            ("--max-line-bytes", "99999999999"),
+            ("--max-rate-per-ip", "0/s"),
+            ("--trusted-proxies", "10.0.0.0/99"),
+        ] {
+            let err = ServerArgs::try_parse_from(["p", flag, value]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{flag} {value}");
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

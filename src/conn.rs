@@ -1,36 +1,48 @@
-//! One client connection: line framing under deadlines, buffered replies, and
-//! a close that does not destroy the last reply.
+//! One client connection: line framing over non-blocking reads, buffered
+//! replies with non-blocking writes, and a close that does not destroy the
+//! last reply.
 //!
-//! * **Deadlines.** The first line must arrive whole within the request
-//!   timeout, counted from accept. The remaining time is recomputed before
-//!   every `read`, so a client trickling a byte at a time cannot hold a
-//!   worker past the deadline. In keep-alive mode each further line may wait
-//!   up to the idle timeout for its first byte, and then has the request
-//!   timeout to complete. Writes have their own timeout.
-//! * **Line limit.** At most `max_line_bytes` are buffered for one line; a
-//!   longer line is reported as [`Line::TooLong`] and reading stops, so memory
-//!   per connection is bounded whatever the client sends.
+//! Nothing here ever waits on the client. Reads take what the kernel
+//! already holds (`recv` with `MSG_DONTWAIT`), writes give the kernel what
+//! fits (`send` with `MSG_DONTWAIT`); whether a connection is worth a
+//! worker, and how long it may take, is decided by the caller from
+//! [`Connection::readiness`]: the accept loop (fast path), the waiting room
+//! ([`crate::room`]) and the workers ([`crate::worker`]) share that one
+//! rule.
+//!
+//! * **Framing.** A line ends at `\n`; if the client half-closes, the
+//!   bytes it sent are the last line. At most `max_line_bytes` are kept for
+//!   one line: a longer line is reported as [`Line::TooLong`] and the
+//!   connection reads nothing more, so memory per connection is bounded by
+//!   `max_line_bytes` plus one read ([`READ_CHUNK`]) whatever the client
+//!   sends.
+//! * **Batches.** A worker takes at most its budget of lines per turn
+//!   ([`Connection::grant`]), then the connection goes back behind the
+//!   others: one pipelining client cannot keep a worker.
+//! * **PROXY protocol.** With `--proxy-protocol` the connection starts in
+//!   [`Connection::expect_proxy_header`] mode: the header is parsed from the
+//!   same buffer under the same deadline, and its client address replaces
+//!   the socket peer.
 //! * **Closing.** If the client sent more than we read (pipelined junk),
 //!   closing at once would make the kernel answer with a reset that can
-//!   destroy our reply in flight. [`Connection::close`] half-closes, drains
-//!   briefly, then closes.
+//!   destroy the reply in flight, so [`Connection::needs_linger`] tells the
+//!   caller to half-close and drain first (the room does that, bounded by
+//!   [`LINGER`] and [`LINGER_BYTES`]).
 
-use std::io::{self, ErrorKind, Read, Write};
+use crate::clients::ClientSlot;
+use crate::proxy::{self, ProxyError};
+use std::any::Any;
+use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
-use thiserror::Error;
 
-/// How long [`Connection::close`] keeps reading to let a client's extra
-/// input drain before closing.
-const LINGER: Duration = Duration::from_millis(500);
-/// How many bytes [`Connection::close`] is willing to drain.
-const LINGER_BYTES: usize = 256 * 1024;
-/// Bytes asked of the kernel per `read`.
-const READ_CHUNK: usize = 4096;
-/// A first write this small always fits the socket send buffer (Linux's
-/// minimum is 4608 bytes), so it cannot block.
-const UNBLOCKABLE_WRITE: usize = 2048;
+/// How long a closing connection may drain a client's extra input.
+pub const LINGER: Duration = Duration::from_millis(500);
+/// How many bytes a closing connection is willing to drain.
+pub const LINGER_BYTES: usize = 256 * 1024;
+/// Bytes asked of the kernel per `recv`.
+pub const READ_CHUNK: usize = 4096;
 
 /// The per-connection bounds, the same for every connection of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +52,7 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Longest a keep-alive connection may sit without starting a line.
     pub idle_timeout: Duration,
-    /// Longest a single write of replies may block.
+    /// Longest a reply may wait for the client to read it.
     pub write_timeout: Duration,
     /// Longest line accepted, newline not counted.
     pub max_line_bytes: usize,
@@ -57,67 +69,96 @@ impl Default for Limits {
     }
 }
 
-/// What reading a line produced.
+/// One line taken from a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
     /// A line, without its `\n`; the client may have ended it with EOF
     /// instead, which the protocol treats the same.
     Complete(Vec<u8>),
     /// The line passed the limit; these are its first `max_line_bytes + 1`
-    /// bytes. The rest was not read.
+    /// bytes. The rest is never read.
     TooLong(Vec<u8>),
-    /// The client closed without sending another byte.
+}
+
+/// Where a connection stands, as far as its input goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// A line (or an over-long one) is buffered: worth a worker.
+    Line,
+    /// Part of a line is buffered; the rest has not arrived.
+    Partial,
+    /// Nothing is buffered and the client is still connected.
+    Empty,
+    /// The client closed and nothing is left to answer.
     Closed,
+    /// The PROXY header is missing or malformed: close without a reply.
+    Rejected(ProxyError),
 }
 
-/// Why no line could be read.
-#[derive(Debug, Error)]
-pub enum ReadError {
-    /// The client did not start a line within the idle timeout.
-    #[error("no request within {0:?}")]
-    Idle(Duration),
-    /// The client started a line but did not finish it within the deadline.
-    #[error("request not complete within {0:?}")]
-    Deadline(Duration),
-    /// The socket failed (reset, for instance).
-    #[error("read failed: {0}")]
-    Io(#[from] io::Error),
+/// What one non-blocking read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// This many bytes were added to the buffer.
+    Data(usize),
+    /// Nothing has arrived.
+    WouldBlock,
+    /// The client half-closed (or the buffer is full: no more reading).
+    Eof,
 }
 
-/// An accepted client connection.
-#[derive(Debug)]
+/// An accepted client connection and its buffers.
 pub struct Connection {
-    /// The socket.
+    /// The socket (left in blocking mode; every call here is non-blocking
+    /// by its flags).
     stream: TcpStream,
-    /// The client's address, for audit and log lines.
+    /// The client: the socket peer, or the address a PROXY header gave.
     peer: SocketAddr,
+    /// The TCP peer (a load balancer, with the PROXY protocol).
+    socket_peer: SocketAddr,
     /// When the connection was accepted: the first line's deadline counts
     /// from here.
     accepted: Instant,
-    /// Bytes received and not yet returned as a line (pipelined input).
+    /// When the first byte of the line now being received arrived, if one
+    /// has: a keep-alive line's deadline counts from here.
+    line_started: Option<Instant>,
+    /// When the buffered lines became complete (for the request-duration
+    /// histogram).
+    ready_since: Instant,
+    /// Bytes received and not yet returned as lines.
     input: Vec<u8>,
     /// Where in `input` the newline search resumes.
     scanned: usize,
-    /// Replies not yet written.
+    /// Replies not yet handed to the kernel.
     output: Vec<u8>,
+    /// Bytes of `output` already sent.
+    sent: usize,
     /// The client has half-closed; no more input will come.
     peer_eof: bool,
     /// No further line will be returned (an over-long line ended reading).
     stopped: bool,
-    /// Some reply has been written, so a reset on close could destroy it.
+    /// Some reply has been sent, so a reset on close could destroy it.
     replied: bool,
-    /// The write timeout and `TCP_NODELAY` are set (only once a write
-    /// could block or be delayed, to spare the syscalls otherwise).
-    write_options_set: bool,
-    /// Lines returned so far, to tell the first from the rest.
-    lines_read: u64,
+    /// `TCP_NODELAY` is set (only once a second reply could be delayed by
+    /// Nagle's algorithm, to spare the syscall otherwise).
+    nodelay: bool,
+    /// A PROXY header must be read before any line.
+    expects_proxy_header: bool,
+    /// Lines taken so far over the connection's life.
+    lines_taken: u64,
+    /// Lines that may still be taken in this turn on a worker.
+    budget: usize,
     /// The server's bounds.
     limits: Limits,
+    /// The connection's claim on its address's connection count, once the
+    /// address is known (with a per-address cap or rate limit on).
+    per_ip: Option<ClientSlot>,
+    /// The connection's admission under `--max-connections`: released
+    /// when the connection is dropped, wherever that happens.
+    admission: Option<Box<dyn Any + Send>>,
 }
 
 impl Connection {
-    /// Wraps an accepted socket. No system call is made here: socket
-    /// options are set when they first matter.
+    /// Wraps an accepted socket. No system call is made here.
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
@@ -127,197 +168,339 @@ impl Connection {
         Connection {
             stream,
             peer,
+            socket_peer: peer,
             accepted,
+            line_started: None,
+            ready_since: accepted,
             input: Vec::new(),
             scanned: 0,
             output: Vec::new(),
+            sent: 0,
             peer_eof: false,
             stopped: false,
             replied: false,
-            write_options_set: false,
-            lines_read: 0,
+            nodelay: false,
+            expects_proxy_header: false,
+            lines_taken: 0,
+            budget: 0,
             limits,
+            per_ip: None,
+            admission: None,
         }
     }
 
-    /// The client's address.
+    /// Keeps `admission` until the connection is dropped.
+    pub fn hold_admission(&mut self, admission: Box<dyn Any + Send>) {
+        self.admission = Some(admission);
+    }
+
+    /// Keeps the per-address claim until the connection is dropped.
+    pub fn hold_per_ip(&mut self, slot: ClientSlot) {
+        self.per_ip = Some(slot);
+    }
+
+    /// Whether the connection counts against its address already.
+    pub fn counted_per_ip(&self) -> bool {
+        self.per_ip.is_some()
+    }
+
+    /// Requires a PROXY protocol header before the first line.
+    pub fn expect_proxy_header(&mut self) {
+        self.expects_proxy_header = true;
+    }
+
+    /// The client's address (from the PROXY header when there is one).
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
 
-    /// Whether the client has half-closed and every buffered line is used.
+    /// The address the TCP connection comes from.
+    pub fn socket_peer(&self) -> SocketAddr {
+        self.socket_peer
+    }
+
+    /// Whether the PROXY header (if one is required) has been read, so
+    /// [`Connection::peer`] is the real client.
+    pub fn peer_known(&self) -> bool {
+        !self.expects_proxy_header
+    }
+
+    /// The socket's descriptor, for readiness polling.
+    pub fn raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// When the connection was accepted.
+    pub fn accepted(&self) -> Instant {
+        self.accepted
+    }
+
+    /// When the line being received started, if part of one is buffered.
+    pub fn line_started(&self) -> Option<Instant> {
+        self.line_started
+    }
+
+    /// When the buffered lines became complete.
+    pub fn ready_since(&self) -> Instant {
+        self.ready_since
+    }
+
+    /// Notes that the buffered input became a complete line now.
+    pub fn mark_ready(&mut self, at: Instant) {
+        self.ready_since = at;
+    }
+
+    /// Lines taken over the connection's life.
+    pub fn lines_taken(&self) -> u64 {
+        self.lines_taken
+    }
+
+    /// The server's bounds.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether the connection will never yield another line: the client
+    /// closed and every buffered line is taken, or a line was too long.
     pub fn at_eof(&self) -> bool {
         self.stopped || (self.peer_eof && self.input.is_empty())
     }
 
-    /// Reads the next line under the deadlines described in the module docs.
+    /// One non-blocking `recv` into the input buffer.
     ///
     /// # Errors
     ///
-    /// [`ReadError::Idle`] or [`ReadError::Deadline`] when the client is too
-    /// slow, [`ReadError::Io`] when the socket fails.
-    pub fn read_line(&mut self) -> Result<Line, ReadError> {
-        let first = self.lines_read == 0;
-        self.lines_read += 1;
-        // The first line's clock started at accept. A later line waits for
-        // its first byte under the idle timeout, then gets a full deadline.
-        let mut wait = if first {
-            Wait::Line(self.accepted + self.limits.request_timeout)
-        } else {
-            Wait::Idle(Instant::now() + self.limits.idle_timeout)
-        };
-        loop {
-            if self.stopped {
-                return Ok(Line::Closed);
+    /// The socket failed (a reset, say).
+    pub fn fill(&mut self) -> io::Result<Fill> {
+        if self.peer_eof || self.stopped {
+            return Ok(Fill::Eof);
+        }
+        let start = self.input.len();
+        if self.input.capacity() - start < READ_CHUNK {
+            self.input.reserve(READ_CHUNK);
+        }
+        self.input.resize(start + READ_CHUNK, 0);
+        let result = recv_now(&self.stream, &mut self.input[start..], 0);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.input.truncate(start + n);
+        match result {
+            Ok(0) => {
+                self.peer_eof = true;
+                Ok(Fill::Eof)
             }
-            if let Some(line) = self.take_line() {
-                return Ok(line);
-            }
-            if self.peer_eof {
-                if self.input.is_empty() {
-                    return Ok(Line::Closed);
+            Ok(n) => {
+                if start == 0 {
+                    self.line_started = Some(Instant::now());
                 }
-                self.scanned = 0;
-                return Ok(Line::Complete(std::mem::take(&mut self.input)));
+                Ok(Fill::Data(n))
             }
-            // The line has started: from its first byte it gets the
-            // request timeout.
-            if matches!(wait, Wait::Idle(_)) && !self.input.is_empty() {
-                wait = Wait::Line(Instant::now() + self.limits.request_timeout);
-            }
-            self.flush()?;
-            self.fill(wait)?;
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Fill::Data(0)),
+            Err(e) => Err(e),
         }
     }
 
-    /// Splits the next complete (or over-long) line off the input buffer.
-    fn take_line(&mut self) -> Option<Line> {
+    /// Reads what the kernel holds until a line is complete, nothing more
+    /// has arrived, or the client closed, and says where that leaves the
+    /// connection.
+    ///
+    /// # Errors
+    ///
+    /// The socket failed.
+    pub fn fill_until_ready(&mut self) -> io::Result<Readiness> {
+        loop {
+            let readiness = self.readiness();
+            if !matches!(readiness, Readiness::Partial | Readiness::Empty) {
+                return Ok(readiness);
+            }
+            match self.fill()? {
+                Fill::Data(_) => {}
+                Fill::WouldBlock | Fill::Eof => return Ok(self.readiness()),
+            }
+        }
+    }
+
+    /// Where the connection stands with what is buffered, without reading.
+    /// Consumes a complete PROXY header when one is expected.
+    pub fn readiness(&mut self) -> Readiness {
+        if self.expects_proxy_header {
+            match proxy::parse_header(&self.input) {
+                Ok(Some(header)) => {
+                    self.input.drain(..header.len);
+                    self.scanned = 0;
+                    if let Some(source) = header.source {
+                        self.peer = source;
+                    }
+                    self.expects_proxy_header = false;
+                    if self.input.is_empty() {
+                        self.line_started = None;
+                    }
+                }
+                Ok(None) if self.peer_eof => {
+                    return Readiness::Rejected(ProxyError::Truncated);
+                }
+                Ok(None) => return Readiness::Partial,
+                Err(e) => return Readiness::Rejected(e),
+            }
+        }
+        if self.stopped {
+            return Readiness::Closed;
+        }
+        if self.has_line() {
+            return Readiness::Line;
+        }
+        match (self.input.is_empty(), self.peer_eof) {
+            (true, true) => Readiness::Closed,
+            (true, false) => Readiness::Empty,
+            (false, true) => Readiness::Line,
+            (false, false) => Readiness::Partial,
+        }
+    }
+
+    /// Whether a complete (or over-long) line is buffered; remembers how
+    /// far it searched.
+    fn has_line(&mut self) -> bool {
         let limit = self.limits.max_line_bytes;
-        // Search only bytes not searched before, and never past the limit.
         let search_end = self.input.len().min(limit + 1);
-        if let Some(offset) = self.input[self.scanned.min(search_end)..search_end]
+        let from = self.scanned.min(search_end);
+        if self.input[from..search_end].contains(&b'\n') {
+            return true;
+        }
+        self.scanned = search_end;
+        self.input.len() > limit
+    }
+
+    /// Allows the next `lines` calls of [`Connection::next_line`] in this
+    /// turn.
+    pub fn grant(&mut self, lines: usize) {
+        self.budget = lines;
+    }
+
+    /// Takes the next buffered line, if one is complete and the turn's
+    /// budget allows. Never reads.
+    pub fn next_line(&mut self) -> Option<Line> {
+        if self.budget == 0 || self.stopped || self.expects_proxy_header {
+            return None;
+        }
+        let line = self.split_line()?;
+        self.budget -= 1;
+        self.lines_taken += 1;
+        Some(line)
+    }
+
+    /// Splits the next complete, final or over-long line off the buffer.
+    fn split_line(&mut self) -> Option<Line> {
+        let limit = self.limits.max_line_bytes;
+        let search_end = self.input.len().min(limit + 1);
+        let from = self.scanned.min(search_end);
+        let line = if let Some(offset) = self.input[from..search_end]
             .iter()
             .position(|&b| b == b'\n')
         {
-            let end = self.scanned.min(search_end) + offset;
-            let mut line: Vec<u8> = self.input.drain(..=end).collect();
+            let mut line: Vec<u8> = self.input.drain(..=from + offset).collect();
             line.pop();
-            self.scanned = 0;
-            return Some(Line::Complete(line));
-        }
-        self.scanned = search_end;
-        if self.input.len() > limit {
+            Line::Complete(line)
+        } else if self.input.len() > limit {
             self.input.truncate(limit + 1);
-            let prefix = std::mem::take(&mut self.input);
-            self.scanned = 0;
             // The rest of the line is never read: stop here for good.
             self.stopped = true;
-            return Some(Line::TooLong(prefix));
-        }
-        None
+            Line::TooLong(std::mem::take(&mut self.input))
+        } else if self.peer_eof && !self.input.is_empty() {
+            Line::Complete(std::mem::take(&mut self.input))
+        } else {
+            self.scanned = search_end;
+            return None;
+        };
+        self.scanned = 0;
+        // What is left is the start of the next line; its clock starts
+        // now, so time spent queued for a worker is not held against it.
+        self.line_started = (!self.input.is_empty()).then(Instant::now);
+        Some(line)
     }
 
-    /// One `read` into the input buffer, bounded by `wait`'s deadline.
-    ///
-    /// Bytes that already arrived are taken without waiting (and without
-    /// setting a timeout: with `TCP_DEFER_ACCEPT` the first line is nearly
-    /// always there). Only when nothing is there does the read block, with
-    /// the time left as its timeout. Once the deadline has passed, only
-    /// bytes already there are taken: a connection that waited in the queue
-    /// for a worker is not blamed for the server's delay, but a slow client
-    /// gets no more time.
-    fn fill(&mut self, wait: Wait) -> Result<(), ReadError> {
-        let room = (self.limits.max_line_bytes + 1)
-            .saturating_sub(self.input.len())
-            .clamp(1, READ_CHUNK);
-        let start = self.input.len();
-        self.input.resize(start + room, 0);
-        let result = self.read_bounded(start, wait);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.input.truncate(start + n);
-        if result? == 0 {
-            self.peer_eof = true;
+    /// Gives back the buffers' memory while the connection idles with
+    /// nothing buffered, so thousands of idle connections stay cheap.
+    pub fn shrink(&mut self) {
+        if self.input.is_empty() {
+            self.input = Vec::new();
         }
-        Ok(())
-    }
-
-    /// Reads into `self.input[start..]`, returning the byte count (0 at EOF).
-    fn read_bounded(&mut self, start: usize, wait: Wait) -> Result<usize, ReadError> {
-        loop {
-            match recv_now(&self.stream, &mut self.input[start..], 0) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-        }
-        let remaining = wait.deadline().saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(wait.error(&self.limits));
-        }
-        self.stream.set_read_timeout(Some(remaining))?;
-        loop {
-            match self.stream.read(&mut self.input[start..]) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(wait.error(&self.limits));
-                }
-                Err(e) => return Err(ReadError::Io(e)),
-            }
+        if self.output.is_empty() {
+            self.output = Vec::new();
         }
     }
 
-    /// Queues a reply; it is sent by [`Connection::flush`], which
-    /// [`Connection::read_line`] calls before it has to wait for input.
+    /// Queues a reply; [`Connection::flush`] sends it.
     pub fn queue_reply(&mut self, reply: &[u8]) {
         self.output.extend_from_slice(reply);
     }
 
-    /// Writes every queued reply.
-    ///
-    /// # Errors
-    ///
-    /// The write failed or timed out.
-    pub fn flush(&mut self) -> io::Result<()> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        // A first write that fits the smallest socket send buffer cannot
-        // block, and Nagle never delays a first segment. Anything else gets
-        // the write timeout, and TCP_NODELAY so a small reply is not held
-        // back waiting for the ACK of the previous one.
-        if !self.write_options_set && (self.replied || self.output.len() > UNBLOCKABLE_WRITE) {
-            self.stream
-                .set_write_timeout(Some(self.limits.write_timeout))?;
-            self.stream.set_nodelay(true)?;
-            self.write_options_set = true;
-        }
-        self.replied = true;
-        self.stream.write_all(&self.output)?;
-        self.output.clear();
-        Ok(())
+    /// Whether queued replies are waiting to be sent.
+    pub fn has_output(&self) -> bool {
+        self.sent < self.output.len()
     }
 
-    /// Sends queued replies and closes without risking a reset: when the
-    /// client sent more than was read, half-close first and drain its input
-    /// for a moment, so the kernel does not answer unread data with an RST
-    /// that would discard the reply still in flight. Without a reply there
-    /// is nothing to protect, and the connection closes at once.
+    /// Hands queued replies to the kernel without waiting. Returns `true`
+    /// when everything is sent, `false` when the client is not reading and
+    /// the rest must wait for the socket to become writable.
     ///
     /// # Errors
     ///
-    /// Writing the queued replies failed.
-    pub fn close(mut self) -> io::Result<()> {
-        self.flush()?;
+    /// The socket failed (the client reset the connection, say).
+    pub fn flush(&mut self) -> io::Result<bool> {
+        if !self.has_output() {
+            return Ok(true);
+        }
+        // Nagle's algorithm never delays a first segment, but would hold a
+        // later small reply until the previous one is acknowledged.
+        if self.replied && !self.nodelay {
+            self.stream.set_nodelay(true)?;
+            self.nodelay = true;
+        }
+        self.replied = true;
+        while self.sent < self.output.len() {
+            match send_now(&self.stream, &self.output[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.sent = 0;
+        Ok(true)
+    }
+
+    /// Whether closing now could turn into a reset that destroys a reply
+    /// in flight: a reply was sent and the client sent more than we read.
+    /// Then the caller half-closes with [`Connection::half_close`] and
+    /// drains with [`Connection::drain`] before dropping the connection.
+    pub fn needs_linger(&self) -> bool {
         if !self.replied || (self.peer_eof && self.input.is_empty()) {
-            return Ok(());
+            return false;
         }
-        if self.stopped || !self.input.is_empty() || self.input_pending() {
-            let _ = self.stream.shutdown(Shutdown::Write);
-            self.drain();
+        self.stopped || !self.input.is_empty() || self.input_pending()
+    }
+
+    /// Sends FIN: the replies are complete.
+    pub fn half_close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Reads and discards what has arrived. Returns `true` once the client
+    /// has closed or [`LINGER_BYTES`] were drained: then the connection can
+    /// be dropped.
+    pub fn drain(&mut self, drained: &mut usize) -> bool {
+        let mut sink = [0u8; READ_CHUNK];
+        while *drained < LINGER_BYTES {
+            match recv_now(&self.stream, &mut sink, 0) {
+                Ok(0) => return true,
+                Ok(n) => *drained += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
         }
-        Ok(())
+        true
     }
 
     /// Whether the kernel holds unread input, without blocking.
@@ -325,29 +508,22 @@ impl Connection {
         let mut probe = [0u8; 1];
         matches!(recv_now(&self.stream, &mut probe, libc::MSG_PEEK), Ok(n) if n > 0)
     }
+}
 
-    /// Reads and discards input until EOF, [`LINGER`] or [`LINGER_BYTES`].
-    fn drain(&mut self) {
-        let until = Instant::now() + LINGER;
-        let mut sink = [0u8; READ_CHUNK];
-        let mut drained = 0;
-        while drained < LINGER_BYTES {
-            let remaining = until.saturating_duration_since(Instant::now());
-            if remaining.is_zero() || self.stream.set_read_timeout(Some(remaining)).is_err() {
-                return;
-            }
-            match self.stream.read(&mut sink) {
-                Ok(0) => return,
-                Ok(n) => drained += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("socket_peer", &self.socket_peer)
+            .field("buffered", &self.input.len())
+            .field("unsent", &(self.output.len() - self.sent))
+            .field("lines_taken", &self.lines_taken)
+            .finish_non_exhaustive()
     }
 }
 
 /// `recv(2)` with `MSG_DONTWAIT` (plus `flags`): whatever has arrived,
-/// without blocking and without touching the socket's timeout or mode.
+/// without blocking and without touching the socket's mode.
 fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
     // call, and the descriptor stays open while `stream` is borrowed.
@@ -362,28 +538,133 @@ fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Resul
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// What a read is waiting for, and until when.
-#[derive(Debug, Clone, Copy)]
-enum Wait {
-    /// The first byte of a keep-alive line.
-    Idle(Instant),
-    /// The rest of a line.
-    Line(Instant),
+/// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`: what fits in the socket's
+/// buffer now, never a `SIGPIPE`.
+fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole
+    // call, and the descriptor stays open while `stream` is borrowed.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-impl Wait {
-    /// When the wait ends.
-    fn deadline(self) -> Instant {
-        match self {
-            Wait::Idle(at) | Wait::Line(at) => at,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// A connection over loopback and the client's end of it.
+    fn pair(limits: Limits) -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        (
+            Connection::new(stream, peer, Instant::now(), limits),
+            client,
+        )
+    }
+
+    /// Reads until the connection is ready or closed, bounded.
+    fn settle(conn: &mut Connection) -> Readiness {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = conn.fill_until_ready().unwrap();
+            if !matches!(r, Readiness::Partial | Readiness::Empty) || Instant::now() > until {
+                return r;
+            }
+            std::thread::yield_now();
         }
     }
 
-    /// The error for a wait that ran out.
-    fn error(self, limits: &Limits) -> ReadError {
-        match self {
-            Wait::Idle(_) => ReadError::Idle(limits.idle_timeout),
-            Wait::Line(_) => ReadError::Deadline(limits.request_timeout),
+    #[test]
+    fn lines_are_split_in_order_and_budgeted() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1\n22\n333").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(1);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"1".to_vec())));
+        assert_eq!(conn.next_line(), None, "budget spent");
+        conn.grant(10);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"22".to_vec())));
+        assert_eq!(conn.next_line(), None, "333 is not complete");
+        assert_eq!(conn.readiness(), Readiness::Partial);
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"333".to_vec())));
+        assert!(conn.at_eof());
+        assert_eq!(conn.readiness(), Readiness::Closed);
+        assert_eq!(conn.lines_taken(), 3);
+    }
+
+    #[test]
+    fn an_over_long_line_stops_reading() {
+        let limits = Limits {
+            max_line_bytes: 8,
+            ..Limits::default()
+        };
+        let (mut conn, mut client) = pair(limits);
+        client.write_all(b"123456789012\n4\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(10);
+        assert_eq!(conn.next_line(), Some(Line::TooLong(b"123456789".to_vec())));
+        assert_eq!(conn.next_line(), None);
+        assert!(conn.at_eof());
+        assert_eq!(conn.fill().unwrap(), Fill::Eof);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_complete() {
+        let limits = Limits {
+            max_line_bytes: 4,
+            ..Limits::default()
+        };
+        let (mut conn, mut client) = pair(limits);
+        client.write_all(b"1234\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(1);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"1234".to_vec())));
+    }
+
+    #[test]
+    fn empty_then_closed() {
+        let (mut conn, client) = pair(Limits::default());
+        assert_eq!(conn.fill_until_ready().unwrap(), Readiness::Empty);
+        drop(client);
+        assert_eq!(settle(&mut conn), Readiness::Closed);
+    }
+
+    #[test]
+    fn replies_are_flushed() {
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.queue_reply(b"T\n");
+        assert!(conn.has_output());
+        assert!(conn.flush().unwrap());
+        assert!(!conn.has_output());
+        let mut buf = [0u8; 2];
+        std::io::Read::read_exact(&mut client, &mut buf).unwrap();
+        assert_eq!(&buf, b"T\n");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_makes_flush_pending_not_blocking() {
+        let (mut conn, _client) = pair(Limits::default());
+        let chunk = vec![b'x'; 1 << 20];
+        let mut pending = false;
+        for _ in 0..64 {
+            conn.queue_reply(&chunk);
+            if !conn.flush().unwrap() {
+                pending = true;
+                break;
+            }
         }
+        assert!(pending, "64 MiB fitted in loopback buffers?");
+        assert!(conn.has_output());
     }
 }

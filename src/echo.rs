@@ -2,23 +2,27 @@
 //!
 //! It exists to show that the core is generic, the way Python's
 //! `socketserver` separates the server from the request handler: this is
-//! only a [`Handler`]; the accept loop, the pool, admission, deadlines, the
-//! line limit, logging and graceful shutdown are the same code the prime
-//! service runs on.
+//! only a [`Handler`]; the accept loop, the waiting room, the pool,
+//! admission, deadlines, the line limit, logging and graceful shutdown are
+//! the same code the prime service runs on.
 //!
 //! A connection carries any number of lines and ends at EOF, after the idle
 //! timeout without a new line, or when a line passes the line limit (it is
-//! then closed without a reply). Each connection holds a worker while it is
-//! open, so at most `workers` clients are served at once; the rest wait
-//! their turn in the queue and then the kernel backlog.
+//! then closed without a reply). Like every connection of the core, it
+//! holds a worker only while it has complete lines to answer: thousands of
+//! idle echo clients cost no thread.
 
-use crate::conn::{Connection, Line, ReadError};
+use crate::conn::{Connection, Line};
 use crate::escape::escape_bytes;
-use crate::server::{self, Handler, ServerOptions};
+use crate::metrics::{register_build_info, registry_for, CoreMetrics};
+use crate::server::{self, ServerOptions};
 use crate::shutdown::Shutdown;
+use crate::worker::{Flow, Handler};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use slog::{debug, info, warn, Drain, Logger};
+use std::convert::Infallible;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,51 +35,57 @@ const LOGGED_LINE_LIMIT: usize = 64;
 #[derive(Debug, Default)]
 pub struct EchoService {
     /// Lines echoed.
-    lines: AtomicU64,
-    /// Connections closed because the client was too slow mid-line or sent
-    /// an over-long line.
-    dropped: AtomicU64,
+    lines: Counter,
+    /// Connections closed for an over-long line.
+    too_long: Counter,
+}
+
+impl EchoService {
+    /// Registers the echo service's counters.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("lines", "Lines echoed", self.lines.clone());
+        registry.register(
+            "lines_too_long",
+            "Connections closed for a line longer than the limit",
+            self.too_long.clone(),
+        );
+    }
 }
 
 impl Handler for EchoService {
-    fn handle(&self, mut conn: Connection, log: &Logger) {
-        loop {
-            match conn.read_line() {
-                Ok(Line::Complete(line)) => {
+    type Heavy = Infallible;
+
+    fn serve(&self, conn: &mut Connection, log: &Logger) -> Flow<Infallible> {
+        while let Some(line) = conn.next_line() {
+            match line {
+                Line::Complete(line) => {
                     if log.is_debug_enabled() {
-                        debug!(log, "echo"; "line" => escape_bytes(&line, LOGGED_LINE_LIMIT).quoted());
+                        debug!(log, "echo"; "peer" => %conn.peer(),
+                            "line" => escape_bytes(&line, LOGGED_LINE_LIMIT).quoted());
                     }
                     let mut reply = Vec::with_capacity(PREFIX.len() + line.len() + 1);
                     reply.extend_from_slice(PREFIX);
                     reply.extend_from_slice(&line);
                     reply.push(b'\n');
                     conn.queue_reply(&reply);
-                    self.lines.fetch_add(1, Ordering::Relaxed);
+                    self.lines.inc();
                 }
-                Ok(Line::TooLong(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    warn!(log, "line longer than the limit; closing");
-                    break;
-                }
-                Ok(Line::Closed) => break,
-                Err(ReadError::Idle(after)) => {
-                    debug!(log, "idle; closing"; "after" => ?after);
-                    break;
-                }
-                Err(e @ ReadError::Deadline(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    warn!(log, "line not complete in time; closing"; "error" => %e);
-                    break;
-                }
-                Err(ReadError::Io(e)) => {
-                    debug!(log, "connection failed"; "error" => %e);
-                    break;
+                Line::TooLong(_) => {
+                    self.too_long.inc();
+                    warn!(log, "line longer than the limit; closing"; "peer" => %conn.peer());
+                    return Flow::Close;
                 }
             }
         }
-        if let Err(e) = conn.close() {
-            debug!(log, "could not send the last replies"; "error" => %e);
+        if conn.at_eof() {
+            Flow::Close
+        } else {
+            Flow::Continue
         }
+    }
+
+    fn serve_heavy(&self, job: Infallible, _: &mut Connection, _: &Logger) -> Flow<Infallible> {
+        match job {}
     }
 }
 
@@ -84,12 +94,16 @@ impl Handler for EchoService {
 pub struct EchoSummary {
     /// Lines echoed.
     pub lines: u64,
-    /// Connections served.
+    /// Connections accepted.
     pub connections: u64,
-    /// Connections closed for a slow or over-long line.
-    pub dropped: u64,
+    /// Connections closed because a line did not arrive whole in time.
+    pub timeouts: u64,
+    /// Connections closed for an over-long line.
+    pub too_long: u64,
     /// Handler panics contained.
     pub panics: u64,
+    /// Connections closed when the shutdown timeout ran out.
+    pub abandoned: u64,
     /// How long the server ran.
     pub uptime: Duration,
 }
@@ -109,19 +123,39 @@ pub fn run(
     let started = Instant::now();
     info!(log, "starting echo-server"; "pid" => std::process::id(), "version" => env!("CARGO_PKG_VERSION"));
     let service = Arc::new(EchoService::default());
-    let core = server::serve(listener, &shutdown, Arc::clone(&service), options, log)?;
+    let core = CoreMetrics::new();
+    let mut registry = registry_for("echo-server");
+    core.register(&mut registry);
+    service.register(&mut registry);
+    register_build_info(&mut registry);
+    let options = ServerOptions {
+        heavy_threads: 0,
+        ..options.clone()
+    };
+    server::serve(
+        listener,
+        &shutdown,
+        Arc::clone(&service),
+        &options,
+        &core,
+        log,
+    )?;
     let summary = EchoSummary {
-        lines: service.lines.load(Ordering::Relaxed),
-        connections: core.connections.load(Ordering::Relaxed),
-        dropped: service.dropped.load(Ordering::Relaxed),
-        panics: core.panics.load(Ordering::Relaxed),
+        lines: service.lines.get(),
+        connections: core.accepted.get(),
+        timeouts: core.timeouts.get(),
+        too_long: service.too_long.get(),
+        panics: core.panics.get(),
+        abandoned: core.abandoned.get(),
         uptime: started.elapsed(),
     };
     info!(log, "shutdown complete";
         "lines" => summary.lines,
         "connections" => summary.connections,
-        "dropped" => summary.dropped,
+        "timeouts" => summary.timeouts,
+        "too_long" => summary.too_long,
         "panics" => summary.panics,
+        "abandoned" => summary.abandoned,
         "uptime" => %crate::logging::rounded(summary.uptime));
     Ok(summary)
 }

@@ -42,39 +42,45 @@
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod clients;
 pub mod config;
 pub mod conn;
 pub mod echo;
 pub mod escape;
+pub mod lane;
 pub mod logging;
+pub mod metrics;
 pub mod parse;
 pub mod prime;
 pub mod protocol;
+pub mod proxy;
+pub mod room;
 pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod sync;
+pub mod worker;
 
 use crate::audit::{AuditError, AuditLog};
+use crate::metrics::{register_build_info, registry_for, AuditMetrics, CoreMetrics};
 use crate::protocol::Verdict;
 use crate::server::ServerOptions;
-use crate::service::{PrimeOptions, PrimeService};
+use crate::service::{PrimeMetrics, PrimeOptions, PrimeService};
 use crate::shutdown::Shutdown;
 use slog::{info, warn, Logger};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use thiserror::Error;
 
 /// Everything [`run`] needs besides the listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The audit log file.
     pub audit_log: PathBuf,
-    /// The core's options: pool size, admission, deadlines.
+    /// The core's options: pool, waiting room, lane, admission, deadlines.
     pub server: ServerOptions,
     /// The prime service's options.
     pub prime: PrimeOptions,
@@ -101,7 +107,8 @@ pub enum RunError {
     Listener(#[from] std::io::Error),
 }
 
-/// What the server did, as reported at shutdown.
+/// What the server did, as reported at shutdown; read from the same
+/// metrics `/metrics` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// `T` replies.
@@ -110,7 +117,7 @@ pub struct Summary {
     pub not_prime: u64,
     /// `E` replies.
     pub not_integer: u64,
-    /// Connections handed to workers.
+    /// Connections accepted.
     pub connections: u64,
     /// Connections closed for slowness, without a reply.
     pub timeouts: u64,
@@ -120,6 +127,10 @@ pub struct Summary {
     pub panics: u64,
     /// Failed `accept()` calls.
     pub accept_errors: u64,
+    /// Connections closed at the stop before sending a complete line.
+    pub closed_at_stop: u64,
+    /// Connections closed because the shutdown timeout ran out.
+    pub abandoned: u64,
     /// How long the server ran.
     pub uptime: Duration,
 }
@@ -138,7 +149,7 @@ impl Summary {
 /// # Errors
 ///
 /// [`RunError`] when the audit log cannot be opened or the listener cannot
-/// be registered for wake-up; errors while serving are logged, not returned.
+/// be prepared; errors while serving are logged, not returned.
 pub fn run(
     listener: TcpListener,
     shutdown: Shutdown,
@@ -148,32 +159,47 @@ pub fn run(
     let started = Instant::now();
     let audit = AuditLog::open(&config.audit_log)?;
     info!(log, "starting prime-server";
-        "big_tests" => config.prime.big_tests,
+        "big_tests" => config.server.heavy_threads,
         "keep_alive" => config.prime.keep_alive.is_some(),
         "audit_log" => %config.audit_log.display(),
         "pid" => std::process::id(),
         "version" => env!("CARGO_PKG_VERSION"));
-    let service = Arc::new(PrimeService::new(audit, config.prime));
-    let core = server::serve(
+    let core = CoreMetrics::new();
+    let audit_metrics = AuditMetrics::default();
+    let prime = PrimeMetrics::default();
+    let mut registry = registry_for("prime-server");
+    core.register(&mut registry);
+    audit_metrics.register(&mut registry);
+    prime.register(&mut registry);
+    register_build_info(&mut registry);
+    let service = Arc::new(PrimeService::new(
+        audit,
+        config.prime,
+        prime.clone(),
+        audit_metrics.clone(),
+    ));
+    server::serve(
         listener,
         &shutdown,
         Arc::clone(&service),
         &config.server,
+        &core,
         log,
     )?;
     if let Err(e) = service.audit().sync() {
         warn!(log, "cannot sync the audit log"; "error" => %e);
     }
-    let stats = service.stats();
     let summary = Summary {
-        prime: stats.count(Verdict::Prime),
-        not_prime: stats.count(Verdict::NotPrime),
-        not_integer: stats.count(Verdict::NotInteger),
-        connections: core.connections.load(Ordering::Relaxed),
-        timeouts: stats.timeouts.load(Ordering::Relaxed),
-        audit_failures: stats.audit_failures.load(Ordering::Relaxed),
-        panics: core.panics.load(Ordering::Relaxed),
-        accept_errors: core.accept_errors.load(Ordering::Relaxed),
+        prime: prime.count(Verdict::Prime),
+        not_prime: prime.count(Verdict::NotPrime),
+        not_integer: prime.count(Verdict::NotInteger),
+        connections: core.accepted.get(),
+        timeouts: core.timeouts.get(),
+        audit_failures: audit_metrics.write_failures.get(),
+        panics: core.panics.get(),
+        accept_errors: core.accept_errors.get(),
+        closed_at_stop: core.closed_at_stop.get(),
+        abandoned: core.abandoned.get(),
         uptime: started.elapsed(),
     };
     info!(log, "shutdown complete";
@@ -185,6 +211,8 @@ pub fn run(
         "audit_failures" => summary.audit_failures,
         "panics" => summary.panics,
         "accept_errors" => summary.accept_errors,
+        "closed_at_stop" => summary.closed_at_stop,
+        "abandoned" => summary.abandoned,
         "uptime" => %logging::rounded(summary.uptime));
     Ok(summary)
 }

@@ -78,15 +78,26 @@ impl Answer {
     /// (so the caller can ration expensive tests).
     pub fn for_line(line: &[u8], test: impl FnOnce(&ParsedInt) -> bool) -> Answer {
         match parse_int(line) {
-            Ok(n) if test(&n) => Answer {
+            Ok(n) => {
+                let prime = test(&n);
+                Answer::for_int(&n, prime)
+            }
+            Err(error) => Answer::not_integer(crate::parse::strip(line), &error),
+        }
+    }
+
+    /// The answer for an integer already parsed and tested.
+    pub fn for_int(n: &ParsedInt, prime: bool) -> Answer {
+        if prime {
+            Answer {
                 verdict: Verdict::Prime,
                 phrase: format!("'{n}' is a prime number"),
-            },
-            Ok(n) => Answer {
+            }
+        } else {
+            Answer {
                 verdict: Verdict::NotPrime,
                 phrase: format!("'{n}' is not a prime number"),
-            },
-            Err(error) => Answer::not_integer(crate::parse::strip(line), &error),
+            }
         }
     }
 
@@ -101,7 +112,7 @@ impl Answer {
     }
 
     /// The answer for a stripped line that failed to parse.
-    fn not_integer(stripped: &[u8], error: &ParseError) -> Answer {
+    pub fn not_integer(stripped: &[u8], error: &ParseError) -> Answer {
         let quoted = escape_bytes(stripped, QUOTED_INPUT_LIMIT).quoted();
         Answer {
             verdict: Verdict::NotInteger,

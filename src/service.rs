@@ -1,79 +1,97 @@
-//! The prime service: the [`Handler`] that reads a line, decides, audits,
-//! replies.
+//! The prime service: the [`Handler`] that parses lines, decides, audits
+//! and replies.
 //!
-//! Order matters: the audit line is written *before* the reply is queued, so
-//! a client can never hold a reply the log lacks, even if the process is
-//! killed with `kill -9` in between. If the audit write fails the client gets
-//! no `T`/`F` at all and the failure is logged.
+//! Order matters: the audit lines of a turn are written, in one `write`,
+//! *before* any of their replies is queued, so a client can never hold a
+//! reply the log lacks, even if the process is killed with `kill -9` in
+//! between. If the audit write fails the client gets no `T`/`F` for those
+//! lines, the connection is closed and the failure is logged and counted.
 //!
-//! Big integers (above 2^64) cost up to about a second each at 4300 digits,
-//! so at most `big_tests` of them run at once; other workers stay free for
-//! cheap requests.
+//! Numbers above 2^64 need the big-number test (up to about a second and a
+//! half at 4300 digits). The worker that meets one does not run it: it
+//! answers the lines before it, then hands the connection to the heavy lane
+//! ([`crate::lane`]) and is free at once. The lane runs the test, audits and
+//! replies exactly as a worker would, and the connection carries on.
 
 use crate::audit::AuditLog;
-use crate::conn::{Connection, Line, ReadError};
+use crate::conn::{Connection, Line};
 use crate::escape::escape_bytes;
-use crate::parse::strip;
+use crate::metrics::{AuditMetrics, VerdictLabel, VerdictLabels};
+use crate::parse::{parse_int, strip, ParsedInt};
 use crate::prime::{is_heavy, is_prime};
 use crate::protocol::{Answer, Verdict};
-use crate::server::Handler;
-use crate::sync::Semaphore;
-use slog::{debug, error, warn, Drain, Logger};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use crate::worker::{Flow, Handler};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use slog::{debug, error, Drain, Logger};
 
 /// How many bytes of client input a terminal log record quotes at most.
 const LOGGED_INPUT_LIMIT: usize = 64;
 
 /// Options of the prime service beyond the core's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrimeOptions {
-    /// Big-number tests allowed to run at once.
-    pub big_tests: usize,
     /// `Some(max lines)` to answer many lines per connection; `None` for the
     /// protocol's default of one line, then close.
     pub keep_alive: Option<u64>,
 }
 
-impl Default for PrimeOptions {
+/// The replies the service sent, by verdict: `requests_total{verdict}`.
+#[derive(Debug, Clone)]
+pub struct PrimeMetrics {
+    /// The family registered as `requests_total`.
+    family: Family<VerdictLabels, Counter>,
+    /// `T`, `F` and `E`, in [`Verdict::ALL`] order, taken from the family
+    /// once so counting needs no lock.
+    by_verdict: [Counter; 3],
+}
+
+impl Default for PrimeMetrics {
     fn default() -> Self {
-        PrimeOptions {
-            big_tests: std::thread::available_parallelism().map_or(1, usize::from),
-            keep_alive: None,
-        }
+        let family = Family::<VerdictLabels, Counter>::default();
+        let counter = |verdict| family.get_or_create(&VerdictLabels { verdict }).clone();
+        let by_verdict = [
+            counter(VerdictLabel::Prime),
+            counter(VerdictLabel::NotPrime),
+            counter(VerdictLabel::NotInteger),
+        ];
+        PrimeMetrics { family, by_verdict }
     }
 }
 
-/// Counts of what the service did, for the shutdown summary.
-#[derive(Debug, Default)]
-pub struct PrimeStats {
-    /// `T` replies.
-    pub prime: AtomicU64,
-    /// `F` replies.
-    pub not_prime: AtomicU64,
-    /// `E` replies.
-    pub not_integer: AtomicU64,
-    /// Connections closed because the client was too slow.
-    pub timeouts: AtomicU64,
-    /// Requests left unanswered because the audit line could not be written.
-    pub audit_failures: AtomicU64,
-}
+impl PrimeMetrics {
+    /// Registers `requests_total{verdict}`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "requests",
+            "Requests answered, by verdict",
+            self.family.clone(),
+        );
+    }
 
-impl PrimeStats {
-    /// The counter for `verdict`.
-    fn counter(&self, verdict: Verdict) -> &AtomicU64 {
+    /// The counter of `verdict`.
+    fn counter(&self, verdict: Verdict) -> &Counter {
         match verdict {
-            Verdict::Prime => &self.prime,
-            Verdict::NotPrime => &self.not_prime,
-            Verdict::NotInteger => &self.not_integer,
+            Verdict::Prime => &self.by_verdict[0],
+            Verdict::NotPrime => &self.by_verdict[1],
+            Verdict::NotInteger => &self.by_verdict[2],
         }
     }
 
     /// How many replies of `verdict` were sent.
     pub fn count(&self, verdict: Verdict) -> u64 {
-        self.counter(verdict).load(Ordering::Relaxed)
+        self.counter(verdict).get()
     }
+}
+
+/// A big-number test handed to the heavy lane.
+#[derive(Debug)]
+pub struct BigTest {
+    /// The number.
+    n: ParsedInt,
+    /// The line as received, for the debug record.
+    input: Vec<u8>,
 }
 
 /// The handler of the prime protocol.
@@ -81,22 +99,27 @@ impl PrimeStats {
 pub struct PrimeService {
     /// Where every answer is recorded before it is sent.
     audit: AuditLog,
-    /// Rations big-number tests.
-    big_tests: Arc<Semaphore>,
     /// One line per connection, or several.
     keep_alive: Option<u64>,
-    /// Counters for the summary.
-    stats: PrimeStats,
+    /// Replies by verdict.
+    metrics: PrimeMetrics,
+    /// Audit failures are counted here.
+    audit_metrics: AuditMetrics,
 }
 
 impl PrimeService {
     /// A service recording to `audit`.
-    pub fn new(audit: AuditLog, options: PrimeOptions) -> PrimeService {
+    pub fn new(
+        audit: AuditLog,
+        options: PrimeOptions,
+        metrics: PrimeMetrics,
+        audit_metrics: AuditMetrics,
+    ) -> PrimeService {
         PrimeService {
             audit,
-            big_tests: Semaphore::new(options.big_tests.max(1)),
             keep_alive: options.keep_alive,
-            stats: PrimeStats::default(),
+            metrics,
+            audit_metrics,
         }
     }
 
@@ -105,79 +128,91 @@ impl PrimeService {
         &self.audit
     }
 
-    /// What the service has counted so far.
-    pub fn stats(&self) -> &PrimeStats {
-        &self.stats
+    /// Lines a connection may carry.
+    fn max_lines(&self) -> u64 {
+        self.keep_alive.unwrap_or(1)
     }
 
-    /// Answers one line, rationing big-number tests.
-    fn answer(&self, line: &[u8]) -> Answer {
-        Answer::for_line(line, |n| {
-            if is_heavy(n) {
-                let _permit = self.big_tests.acquire();
-                is_prime(n)
-            } else {
-                is_prime(n)
+    /// Audits a turn's answers in one write, then queues their replies.
+    /// Returns `false` (nothing queued) when the audit write failed.
+    fn commit(&self, conn: &mut Connection, answers: &[(Answer, Vec<u8>)], log: &Logger) -> bool {
+        if answers.is_empty() {
+            return true;
+        }
+        if let Err(e) = self
+            .audit
+            .record_batch(conn.peer(), answers.iter().map(|(answer, _)| answer))
+        {
+            self.audit_metrics
+                .write_failures
+                .inc_by(u64::try_from(answers.len()).unwrap_or(u64::MAX));
+            error!(log, "cannot write the audit log; requests left unanswered";
+                "peer" => %conn.peer(), "requests" => answers.len(),
+                "error" => %e, "path" => %self.audit.path().display());
+            return false;
+        }
+        for (answer, input) in answers {
+            self.metrics.counter(answer.verdict).inc();
+            conn.queue_reply(answer.verdict.reply());
+            if log.is_debug_enabled() {
+                debug!(log, "answered";
+                    "peer" => %conn.peer(),
+                    "code" => %answer.verdict.code(),
+                    "micros" => u64::try_from(conn.ready_since().elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "input" => escape_bytes(strip(input), LOGGED_INPUT_LIMIT).quoted());
             }
-        })
+        }
+        true
+    }
+
+    /// What follows a turn that ended normally.
+    fn next<J>(&self, conn: &Connection) -> Flow<J> {
+        if conn.lines_taken() >= self.max_lines() || conn.at_eof() {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
     }
 }
 
 impl Handler for PrimeService {
-    fn handle(&self, mut conn: Connection, log: &Logger) {
-        let max_lines = self.keep_alive.unwrap_or(1);
-        let mut answered = 0;
-        while answered < max_lines {
-            let started = Instant::now();
-            let (answer, input) = match conn.read_line() {
-                Ok(Line::Complete(line)) => (self.answer(&line), line),
-                Ok(Line::TooLong(prefix)) => {
+    type Heavy = BigTest;
+
+    fn serve(&self, conn: &mut Connection, log: &Logger) -> Flow<BigTest> {
+        let mut answers = Vec::new();
+        let mut heavy = None;
+        while conn.lines_taken() < self.max_lines() {
+            let Some(line) = conn.next_line() else { break };
+            let answer = match line {
+                Line::Complete(input) => match parse_int(&input) {
+                    Ok(n) if is_heavy(&n) => {
+                        heavy = Some(BigTest { n, input });
+                        break;
+                    }
+                    Ok(n) => (Answer::for_int(&n, is_prime(&n)), input),
+                    Err(e) => (Answer::not_integer(strip(&input), &e), input),
+                },
+                Line::TooLong(prefix) => {
                     let limit = prefix.len().saturating_sub(1);
                     (Answer::too_long(&prefix, limit), prefix)
                 }
-                Ok(Line::Closed) => break,
-                Err(ReadError::Idle(after)) => {
-                    debug!(log, "keep-alive connection idle; closing"; "after" => ?after);
-                    break;
-                }
-                Err(e @ ReadError::Deadline(_)) => {
-                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    warn!(log, "request timed out; closing without a reply"; "error" => %e);
-                    break;
-                }
-                Err(ReadError::Io(e)) => {
-                    debug!(log, "connection failed while reading"; "error" => %e);
-                    break;
-                }
             };
-            if let Err(e) = self.audit.record(conn.peer(), &answer) {
-                self.stats.audit_failures.fetch_add(1, Ordering::Relaxed);
-                error!(log, "cannot write the audit log; request left unanswered";
-                    "error" => %e, "path" => %self.audit.path().display());
-                break;
-            }
-            self.stats
-                .counter(answer.verdict)
-                .fetch_add(1, Ordering::Relaxed);
-            conn.queue_reply(answer.verdict.reply());
-            answered += 1;
-            if log.is_debug_enabled() {
-                debug!(log, "answered";
-                    "code" => %answer.verdict.code(),
-                    "micros" => micros(started.elapsed()),
-                    "input" => escape_bytes(strip(&input), LOGGED_INPUT_LIMIT).quoted());
-            }
-            if conn.at_eof() {
-                break;
-            }
+            answers.push(answer);
         }
-        if let Err(e) = conn.close() {
-            warn!(log, "could not send the reply"; "error" => %e);
+        if !self.commit(conn, &answers, log) {
+            return Flow::Close;
+        }
+        match heavy {
+            Some(job) => Flow::Heavy(job),
+            None => self.next(conn),
         }
     }
-}
 
-/// A duration in whole microseconds, for log records.
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    fn serve_heavy(&self, job: BigTest, conn: &mut Connection, log: &Logger) -> Flow<BigTest> {
+        let answer = Answer::for_int(&job.n, is_prime(&job.n));
+        if !self.commit(conn, &[(answer, job.input)], log) {
+            return Flow::Close;
+        }
+        self.next(conn)
+    }
 }

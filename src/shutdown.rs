@@ -33,7 +33,7 @@ pub struct Shutdown {
 }
 
 /// What the clones of a [`Shutdown`] share.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     /// Set once a stop has been requested.
     requested: AtomicBool,
@@ -42,6 +42,16 @@ struct Inner {
     /// The local address of the wake-up connection, so the accept loop can
     /// drop it instead of serving it.
     waker: Mutex<Option<SocketAddr>>,
+    /// Called once a stop is requested (to wake the waiting room, say).
+    callbacks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("requested", &self.requested)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shutdown {
@@ -75,7 +85,31 @@ impl Shutdown {
                 let _ = SockRef::from(listener).shutdown(std::net::Shutdown::Read);
             }
         }
+        drop(listener);
+        for callback in self
+            .inner
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            callback();
+        }
         true
+    }
+
+    /// Calls `callback` when a stop is requested (at once if it already
+    /// was).
+    pub fn on_request(&self, callback: Box<dyn Fn() + Send + Sync>) {
+        let mut callbacks = self
+            .inner
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_requested() {
+            callback();
+        }
+        callbacks.push(callback);
     }
 
     /// Whether `peer` is this handle's own wake-up connection.

@@ -1,7 +1,9 @@
-//! A counting semaphore, for the two things the server rations: connections
-//! accepted but not yet finished, and concurrent big-number tests.
+//! A counting semaphore, for connections accepted but not yet finished
+//! (`--max-connections`); a stop waits on it until every connection is
+//! done.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 /// A counting semaphore built on a mutex and a condition variable.
 #[derive(Debug)]
@@ -55,6 +57,26 @@ impl Semaphore {
         }
     }
 
+    /// Waits until every permit is back or `deadline` passes; returns
+    /// whether every permit is back.
+    pub fn wait_until_unused(&self, deadline: Instant) -> bool {
+        let mut state = self.lock();
+        while state.available < self.capacity {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state.waiting += 1;
+            state = self
+                .returned
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            state.waiting -= 1;
+        }
+        true
+    }
+
     /// How many permits are taken right now.
     pub fn in_use(&self) -> usize {
         self.capacity - self.lock().available
@@ -79,7 +101,9 @@ impl Drop for Permit {
         let mut state = self.semaphore.lock();
         state.available += 1;
         if state.waiting > 0 {
-            self.semaphore.returned.notify_one();
+            // Both acquirers and wait_until_unused wait here: wake them all
+            // (rare: only while the cap is reached or a stop waits).
+            self.semaphore.returned.notify_all();
         }
     }
 }
@@ -112,6 +136,16 @@ mod tests {
         drop(held);
         waiter.join().unwrap();
         assert_eq!(s.in_use(), 0);
+    }
+
+    #[test]
+    fn wait_until_unused_sees_the_last_release() {
+        let s = Semaphore::new(2);
+        let held = s.acquire();
+        assert!(!s.wait_until_unused(Instant::now() + Duration::from_millis(20)));
+        let releaser = std::thread::spawn(move || drop(held));
+        assert!(s.wait_until_unused(Instant::now() + Duration::from_secs(10)));
+        releaser.join().unwrap();
     }
 
     #[test]

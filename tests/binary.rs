@@ -6,9 +6,7 @@ mod support;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use support::{
-    ask, audited_answers, connect_sending, under_load, unused_addr, wait_until, ServerProcess,
-};
+use support::{ask, audited_answers, connect, under_load, unused_addr, wait_until, ServerProcess};
 
 /// Runs a binary to completion with a bounded wait and no stdin.
 fn run_bin(path: &str, args: &[&str]) -> Output {
@@ -174,24 +172,42 @@ fn sigint_with_requests_in_flight_is_graceful() {
 
 #[test]
 fn second_signal_exits_at_once_with_130() {
-    let mut server = ServerProcess::start(&["--request-timeout", "30s"]);
-    // A client stuck mid-line keeps the graceful stop waiting for its
-    // deadline (it sent a byte, so it is accepted even with defer-accept).
-    let _slow = connect_sending(server.addr, b"1");
-    assert!(wait_until(Duration::from_secs(5), || server
+    // An echo client that sends big lines and never reads its replies keeps
+    // the graceful stop waiting for the write timeout (30 s here).
+    let mut server =
+        ServerProcess::start_echo(&["--write-timeout", "30s", "--shutdown-timeout", "60s"]);
+    let mut hog = connect(server.addr);
+    use std::io::Write as _;
+    let line = [b"x".repeat(60_000), b"\n".to_vec()].concat();
+    let writer = std::thread::spawn(move || {
+        // Until the server's and the kernel's buffers are full, or it closes.
+        for _ in 0..2_000 {
+            if hog.write_all(&line).is_err() {
+                break;
+            }
+        }
+        hog
+    });
+    assert!(wait_until(Duration::from_secs(10), || server
         .stderr()
         .contains("listening")));
-    std::thread::sleep(Duration::from_millis(100));
+    // The replies have backed up once the writer blocks; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
     server.signal(libc::SIGINT);
     assert!(wait_until(Duration::from_secs(10), || server
         .stderr()
         .contains("signal received")));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the stop should still be waiting for the slow reader"
+    );
     server.signal(libc::SIGTERM);
     let status = server.wait(Duration::from_secs(10));
     assert_eq!(status.code(), Some(130));
     assert!(server
         .stderr()
         .contains("second signal received; exiting immediately"));
+    drop(writer);
 }
 
 #[test]

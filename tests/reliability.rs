@@ -5,11 +5,13 @@
 
 mod support;
 
-use prime_server::conn::{Connection, Limits};
-use prime_server::server::{serve, Handler, ServerOptions};
+use prime_server::conn::{Connection, Line};
+use prime_server::metrics::CoreMetrics;
+use prime_server::server::{serve, ServerOptions};
 use prime_server::shutdown::Shutdown;
+use prime_server::worker::{Flow, Handler};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -142,40 +144,45 @@ fn pipelined_junk_does_not_destroy_the_first_answer() {
     assert_eq!(server.audit_lines().len(), 20);
 }
 
-/// A handler that greets, then panics on the line `panic` and otherwise
-/// waits for EOF.
+/// A handler that queues `hello`, then panics on the line `panic`.
 struct Panicky;
 
 impl Handler for Panicky {
-    fn handle(&self, mut conn: Connection, _log: &slog::Logger) {
-        conn.queue_reply(b"hello\n");
-        if let Ok(prime_server::conn::Line::Complete(line)) = conn.read_line() {
+    type Heavy = std::convert::Infallible;
+
+    fn serve(&self, conn: &mut Connection, _log: &slog::Logger) -> Flow<Self::Heavy> {
+        while let Some(Line::Complete(line)) = conn.next_line() {
+            conn.queue_reply(b"hello\n");
             assert_ne!(line, b"panic", "asked to panic");
         }
-        let _ = conn.close();
+        Flow::Close
+    }
+
+    fn serve_heavy(
+        &self,
+        job: Self::Heavy,
+        _: &mut Connection,
+        _: &slog::Logger,
+    ) -> Flow<Self::Heavy> {
+        match job {}
     }
 }
 
 #[test]
-fn a_panic_is_contained_logged_with_the_peer_and_the_pool_keeps_its_size() {
+fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let (log, records) = capture_logger();
     let options = ServerOptions {
-        workers: 2,
-        // This handler speaks first, so connections must reach it before
-        // the client sends anything.
-        defer_accept: false,
-        limits: Limits {
-            request_timeout: Duration::from_secs(30),
-            ..Limits::default()
-        },
+        workers: 1,
         ..ServerOptions::default()
     };
+    let metrics = CoreMetrics::new();
     let stop = shutdown.clone();
+    let counted = metrics.clone();
     let server = std::thread::spawn(move || {
-        serve(listener, &stop, Arc::new(Panicky), &options, &log).unwrap()
+        serve(listener, &stop, Arc::new(Panicky), &options, &counted, &log).unwrap();
     });
 
     let mut panicking_peers = Vec::new();
@@ -183,19 +190,16 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_pool_keeps_its_size() {
         let mut stream = connect(addr);
         panicking_peers.push(stream.local_addr().unwrap());
         stream.write_all(b"panic\n").unwrap();
+        // The reply queued before the panic is still sent.
         assert_eq!(read_to_close(&mut stream), b"hello\n");
     }
-    // Both workers are still there: two connections are served at once.
-    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
-    for stream in &mut held {
-        let mut greeting = [0u8; 6];
-        stream.read_exact(&mut greeting).unwrap();
-        assert_eq!(&greeting, b"hello\n");
+    // The single worker lives on.
+    for _ in 0..3 {
+        assert_eq!(ask_line(addr, b"fine"), b"hello\n");
     }
-    drop(held);
     shutdown.request();
-    let stats = server.join().unwrap();
-    assert_eq!(stats.panics.load(Ordering::Relaxed), 10);
+    server.join().unwrap();
+    assert_eq!(metrics.panics.get(), 10);
     let text = String::from_utf8(records.lock().unwrap().clone()).unwrap();
     for peer in panicking_peers {
         assert!(
@@ -210,7 +214,7 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_pool_keeps_its_size() {
 fn heavy_numbers_do_not_starve_light_ones() {
     let server = TestServer::start_with(|c| {
         c.server.workers = 8;
-        c.prime.big_tests = 1;
+        c.server.heavy_threads = 1;
     });
     let heavy = heavy_prime();
     let heavy_done = AtomicUsize::new(0);
@@ -258,33 +262,23 @@ fn idle_connections_do_not_occupy_workers() {
 }
 
 #[test]
-fn admission_caps_accepted_connections() {
-    let server = ServerProcess::start(&[
-        "--workers",
-        "1",
-        "--max-pending",
-        "2",
-        "--request-timeout",
-        "20s",
-    ]);
+fn admission_caps_open_connections() {
+    let server = ServerProcess::start(&["--max-connections", "3", "--request-timeout", "20s"]);
     let pid = server.child.id();
-    let Some(baseline) = open_sockets(pid) else {
-        eprintln!("skipping: /proc/<pid>/fd is not readable here");
-        return;
-    };
+    let baseline = open_sockets(pid).expect("/proc/<pid>/fd is readable on Linux");
     // Each sends a partial line, so it is accepted (data arrived) and then
-    // held, by the worker or waiting for it.
+    // waits in the room; past the cap, connections wait in the backlog.
     let mut held: Vec<TcpStream> = (0..20)
         .map(|_| connect_sending(server.addr, b"1"))
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let sockets = open_sockets(pid).unwrap();
     assert!(
-        sockets <= baseline + 3,
-        "server holds {} client sockets; the cap is 1 worker + 2 pending",
-        sockets - baseline
+        wait_until(Duration::from_secs(10), || open_sockets(pid)
+            == Some(baseline + 3)),
+        "the server should hold exactly 3 client sockets, holds {:?}",
+        open_sockets(pid).map(|n| n - baseline)
     );
-    // Finishing the lines lets everyone through, in turn.
+    // It stays at the cap: finishing the lines lets everyone through in turn.
+    assert_eq!(open_sockets(pid), Some(baseline + 3));
     for s in &mut held {
         s.write_all(b"7\n").unwrap();
     }
@@ -301,7 +295,7 @@ fn accept_errors_back_off_and_service_resumes() {
         &[
             "--workers",
             "4",
-            "--max-pending",
+            "--max-connections",
             "100",
             "--request-timeout",
             "20s",
