@@ -1,21 +1,103 @@
-//! The audit trail: one line per answered request, appended to a file.
+//! The audit trail: one line per answered request, appended to a file that
+//! only ever holds whole lines, with the durability the operator chose.
 //!
 //! Format (see the README): `<RFC 3339 UTC time> <peer> <code> <phrase>`.
 //!
-//! The file is opened once in append mode (`O_APPEND`), created if missing
-//! and never truncated. Each line is formatted in full and handed to the
-//! kernel in one `write`, which `O_APPEND` makes atomic with respect to the
-//! other workers' writes, so lines never interleave and no lock is needed.
-//! Because every write lands at the current end of file, `logrotate`'s
-//! `copytruncate` works: after truncation the next line starts at offset 0.
+//! * **Whole lines only.** Every append (the lines of one worker turn) is
+//!   one `write` under the writer's lock, to a file opened with `O_APPEND`,
+//!   created if missing and never truncated by us except to undo: if a
+//!   write fails or is cut short (`ENOSPC`, `EIO`), the bytes it did write
+//!   are removed again (`ftruncate` back to the size before it) before the
+//!   request is failed. Until that undo succeeds no further line is
+//!   written. The caller sends no `T`/`F` for a failed append.
+//! * **Failing closed, recovering by itself.** While appends fail the
+//!   server keeps running, answers nothing it cannot log, counts every
+//!   failure, warns at most every [`WARN_EVERY`], and reports not-ready;
+//!   the first append that succeeds again logs an `info` record.
+//! * **Durability** ([`SyncPolicy`]): `none` (the line is in the kernel
+//!   before the reply: it survives `kill -9`), `interval:DUR` (a background
+//!   `fdatasync` every DUR), or `always` (a reply waits for an `fdatasync`
+//!   covering its line; concurrent workers share one sync: group commit).
+//!   A failed sync fails closed: the requests it covered get no reply, it
+//!   is counted, readiness turns 503, and the file is reopened, because
+//!   after a failed `fsync` the same descriptor may report later syncs as
+//!   successful for data that never reached the disk.
+//! * **Rotation** ([`AuditLog::reopen`], on SIGHUP): the old file is synced
+//!   and closed and the path opened again (created if missing), under the
+//!   writer's lock, so no line is lost, torn or written twice; `logrotate`
+//!   can use `create` instead of `copytruncate`. (`copytruncate` still
+//!   works: with `O_APPEND` the next line lands at the new end.)
 
+use crate::metrics::{seconds, AuditMetrics};
 use crate::protocol::Answer;
+use slog::{error, info, warn, Logger};
+use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
+
+/// Least time between two warnings about failing appends.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Shortest and longest `interval:DUR` accepted.
+const SYNC_INTERVAL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(3600));
+
+/// How durable an answered request's audit line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// In the kernel before the reply: survives `kill -9`, not a power cut.
+    #[default]
+    None,
+    /// `fdatasync` every so often: a power cut loses at most this much.
+    Interval(Duration),
+    /// `fdatasync` before the reply, shared by concurrent requests.
+    Always,
+}
+
+impl FromStr for SyncPolicy {
+    type Err = String;
+
+    /// `none`, `interval:DUR` (e.g. `interval:100ms`) or `always`.
+    fn from_str(text: &str) -> Result<SyncPolicy, String> {
+        match text {
+            "none" => Ok(SyncPolicy::None),
+            "always" => Ok(SyncPolicy::Always),
+            _ => {
+                let Some(interval) = text.strip_prefix("interval:") else {
+                    return Err(format!(
+                        "'{text}' is not a sync policy: use none, interval:DUR (e.g. interval:1s) or always"
+                    ));
+                };
+                let d = humantime::parse_duration(interval)
+                    .map_err(|e| format!("bad interval '{interval}': {e}"))?;
+                let (min, max) = SYNC_INTERVAL_BOUNDS;
+                if d < min || d > max {
+                    return Err(format!(
+                        "the interval must be between 1ms and 1h, not {interval}"
+                    ));
+                }
+                Ok(SyncPolicy::Interval(d))
+            }
+        }
+    }
+}
+
+impl fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncPolicy::None => f.write_str("none"),
+            SyncPolicy::Interval(d) => write!(f, "interval:{}", humantime::format_duration(*d)),
+            SyncPolicy::Always => f.write_str("always"),
+        }
+    }
+}
 
 /// Why the audit log could not be opened; the server cannot start without it.
 #[derive(Debug, Error)]
@@ -36,97 +118,456 @@ pub enum AuditError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The background sync thread could not start.
+    #[error("cannot start the audit sync thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Why an append did not make it.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    /// The write failed or was cut short (and was undone).
+    #[error("cannot write the audit log: {0}")]
+    Write(io::Error),
+    /// An earlier short write could not be undone yet; nothing is written
+    /// until it is, so the file never holds a torn line.
+    #[error("the audit log ends in a partial line that cannot be removed yet: {0}")]
+    Undo(io::Error),
+    /// The line was written but the `fdatasync` that should cover it
+    /// failed (`--audit-sync always`).
+    #[error("cannot sync the audit log: {0}")]
+    Sync(io::Error),
 }
 
 /// The append-only audit log, shared by every worker.
 #[derive(Debug)]
 pub struct AuditLog {
-    /// Opened with `O_APPEND`; written through `&File`, so no lock.
-    file: File,
-    /// Where the file is, for messages.
+    /// Everything the writer, the syncer and readers of health share.
+    shared: Arc<Shared>,
+    /// The `interval` sync thread, if any.
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the audit threads share.
+#[derive(Debug)]
+struct Shared {
+    /// Where the file is.
     path: PathBuf,
+    /// The file and what the writer knows of it.
+    writer: Mutex<Writer>,
+    /// The durability asked for.
+    policy: SyncPolicy,
+    /// Group commit state for `always`.
+    commit: Mutex<Commit>,
+    /// Signalled when a group sync finishes.
+    committed: Condvar,
+    /// Number of the last append that succeeded (appends are numbered from
+    /// 1 under the writer's lock).
+    written: AtomicU64,
+    /// The last append failed (cleared by the next success).
+    write_failing: AtomicBool,
+    /// The last sync failed (cleared by the next successful one).
+    sync_failing: AtomicBool,
+    /// The log is closing: the syncer exits.
+    closing: Mutex<bool>,
+    /// Signalled when closing.
+    closing_signal: Condvar,
+    /// Failure and sync counters.
+    metrics: AuditMetrics,
+    /// Where failures and recoveries are reported.
+    log: Logger,
+}
+
+/// The writer's state, under its lock.
+#[derive(Debug)]
+struct Writer {
+    /// The open file (an `Arc` so a sync can run outside the lock).
+    file: Arc<File>,
+    /// Bytes of a failed write still to remove before any new line.
+    undo: Option<Undo>,
+    /// Appends that failed since the last warning.
+    unreported: u64,
+    /// When the last warning about failing appends was logged.
+    last_warning: Option<Instant>,
+}
+
+/// A short write waiting to be undone.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    /// The file's size before the failed write.
+    size: u64,
+}
+
+/// Group commit for `always`.
+#[derive(Debug, Default)]
+struct Commit {
+    /// Appends up to this number are known durable.
+    synced: u64,
+    /// Appends up to this number were covered by a failed sync.
+    failed: u64,
+    /// A sync is running (its leader will wake everyone when done).
+    syncing: bool,
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the log at `path` and its parent directory.
+    /// Opens (creating if needed) the log at `path` and its parent
+    /// directory, with `policy`'s durability.
     ///
     /// # Errors
     ///
-    /// [`AuditError`] when the directory or file cannot be created or opened.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+    /// [`AuditError`] when the directory or file cannot be created or
+    /// opened, or the sync thread cannot start.
+    pub fn open(
+        path: &Path,
+        policy: SyncPolicy,
+        metrics: AuditMetrics,
+        log: &Logger,
+    ) -> Result<AuditLog, AuditError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| AuditError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(AuditLog {
-            file,
+        let file = open_append(path).map_err(|source| AuditError::Open {
             path: path.to_path_buf(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer {
+                file: Arc::new(file),
+                undo: None,
+                unreported: 0,
+                last_warning: None,
+            }),
+            policy,
+            commit: Mutex::new(Commit::default()),
+            committed: Condvar::new(),
+            written: AtomicU64::new(0),
+            write_failing: AtomicBool::new(false),
+            sync_failing: AtomicBool::new(false),
+            closing: Mutex::new(false),
+            closing_signal: Condvar::new(),
+            metrics,
+            log: log.clone(),
+        });
+        let syncer = match policy {
+            SyncPolicy::Interval(every) => {
+                let shared = Arc::clone(&shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("audit-sync".into())
+                        .spawn(move || shared.sync_every(every))
+                        .map_err(AuditError::Thread)?,
+                )
+            }
+            SyncPolicy::None | SyncPolicy::Always => None,
+        };
+        Ok(AuditLog {
+            shared,
+            syncer: Mutex::new(syncer),
         })
     }
 
     /// Where the log is.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
-    /// Appends one record, stamped with the current time.
+    /// The durability in force.
+    pub fn policy(&self) -> SyncPolicy {
+        self.shared.policy
+    }
+
+    /// Why the log is not healthy, if it is not: the last append or the
+    /// last sync failed. For `/readyz`.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.shared.write_failing.load(Ordering::Relaxed) {
+            Some("the audit log cannot be written")
+        } else if self.shared.sync_failing.load(Ordering::Relaxed) {
+            Some("the last sync of the audit log failed")
+        } else {
+            None
+        }
+    }
+
+    /// Appends one record per answer, all stamped with the current time,
+    /// in a single write, and makes them as durable as the policy says.
     ///
     /// # Errors
     ///
-    /// The I/O error of the write; the caller must then not send `T`/`F`.
-    pub fn record(&self, peer: SocketAddr, answer: &Answer) -> io::Result<()> {
-        self.append(&format_line(SystemTime::now(), peer, answer))
-    }
-
-    /// Appends one record per answer, all stamped with the current time, in
-    /// a single write (so lines of one batch are never separated).
-    ///
-    /// # Errors
-    ///
-    /// The I/O error of the write; the caller must then send none of the
-    /// batch's `T`/`F`.
+    /// [`AppendError`]; the caller must then send none of these answers.
     pub fn record_batch<'a>(
         &self,
         peer: SocketAddr,
         answers: impl IntoIterator<Item = &'a Answer>,
-    ) -> io::Result<()> {
+    ) -> Result<(), AppendError> {
         let at = SystemTime::now();
         let mut lines = String::new();
         for answer in answers {
             lines.push_str(&format_line(at, peer, answer));
         }
-        self.append(&lines)
+        self.append(lines.as_bytes())
     }
 
-    /// Appends one complete line (it must end in `\n`) in a single write.
+    /// Appends whole lines (`bytes` must end in `\n`) in a single write,
+    /// then waits for durability if the policy is `always`.
     ///
     /// # Errors
     ///
-    /// The I/O error of the write.
-    pub fn append(&self, line: &str) -> io::Result<()> {
-        // One write(2) for a regular file; `write_all` only loops after a
-        // short write, which regular files give only on errors like ENOSPC.
-        (&self.file).write_all(line.as_bytes())
+    /// [`AppendError`].
+    pub fn append(&self, bytes: &[u8]) -> Result<(), AppendError> {
+        let seq = self.shared.write(bytes)?;
+        if self.shared.policy == SyncPolicy::Always {
+            self.shared.make_durable(seq)?;
+        }
+        Ok(())
     }
 
-    /// Flushes the file's data to stable storage; called at shutdown.
+    /// Flushes the file's data to stable storage (at shutdown, before a
+    /// reopen).
     ///
     /// # Errors
     ///
     /// The I/O error of `fdatasync`.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        let file = Arc::clone(&self.shared.lock_writer().file);
+        self.shared.timed_sync(&file)
     }
+
+    /// Reopens the log at its path (after `logrotate` renamed it, say):
+    /// the old file is synced and closed, the path is opened again in
+    /// append mode, created if missing. Lines being written wait for the
+    /// switch; none is lost or torn.
+    ///
+    /// # Errors
+    ///
+    /// The path cannot be opened; the old file stays in use.
+    pub fn reopen(&self) -> io::Result<()> {
+        let mut writer = self.shared.lock_writer();
+        let new = open_append(&self.shared.path)?;
+        if let Err(e) = self.shared.timed_sync(&writer.file) {
+            error!(self.shared.log, "cannot sync the audit log before reopening it"; "error" => %e);
+        }
+        writer.file = Arc::new(new);
+        writer.undo = None;
+        drop(writer);
+        self.shared.metrics.reopens.inc();
+        Ok(())
+    }
+
+    /// Stops the background syncer (the log stays usable).
+    pub fn close(&self) {
+        *self
+            .shared
+            .closing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        self.shared.closing_signal.notify_all();
+        let syncer = self
+            .syncer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(syncer) = syncer {
+            let _ = syncer.join();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    /// The writer, recovering from poisoning: nothing that can panic runs
+    /// under this lock with the state half-changed.
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The group-commit state, likewise.
+    fn lock_commit(&self) -> MutexGuard<'_, Commit> {
+        self.commit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `bytes` whole or not at all; returns the append's number.
+    fn write(&self, bytes: &[u8]) -> Result<u64, AppendError> {
+        let mut writer = self.lock_writer();
+        if let Some(undo) = writer.undo {
+            if let Err(e) = writer.file.set_len(undo.size) {
+                return Err(self.failed(&mut writer, AppendError::Undo(e)));
+            }
+            writer.undo = None;
+        }
+        let mut done = 0;
+        let failure = loop {
+            if done == bytes.len() {
+                break None;
+            }
+            match (&*writer.file).write(&bytes[done..]) {
+                Ok(0) => break Some(io::Error::from(ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = failure {
+            if done > 0 {
+                // Remove the partial line: the file ends where it did.
+                let undo = writer.file.metadata().map(|m| {
+                    m.len()
+                        .saturating_sub(u64::try_from(done).unwrap_or(u64::MAX))
+                });
+                match undo {
+                    Ok(size) => {
+                        if writer.file.set_len(size).is_err() {
+                            writer.undo = Some(Undo { size });
+                        }
+                    }
+                    Err(stat) => {
+                        return Err(self.failed(&mut writer, AppendError::Undo(stat)));
+                    }
+                }
+            }
+            return Err(self.failed(&mut writer, AppendError::Write(e)));
+        }
+        let seq = self.written.load(Ordering::Relaxed) + 1;
+        self.written.store(seq, Ordering::Release);
+        if self.write_failing.swap(false, Ordering::Relaxed) {
+            info!(self.log, "the audit log is writable again; answering resumes";
+                "failed_appends" => writer.unreported);
+            writer.unreported = 0;
+            writer.last_warning = None;
+        }
+        Ok(seq)
+    }
+
+    /// Notes a failed append and warns, at most every [`WARN_EVERY`].
+    fn failed(&self, writer: &mut Writer, error: AppendError) -> AppendError {
+        self.write_failing.store(true, Ordering::Relaxed);
+        writer.unreported += 1;
+        let due = writer
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if due {
+            warn!(self.log, "audit log write failed; answering nothing that cannot be logged";
+                "error" => %error, "path" => %self.path.display(),
+                "failed_appends" => writer.unreported);
+            writer.last_warning = Some(Instant::now());
+            writer.unreported = 0;
+        }
+        error
+    }
+
+    /// `fdatasync`, timed and counted.
+    fn timed_sync(&self, file: &File) -> io::Result<()> {
+        let started = Instant::now();
+        let result = file.sync_data();
+        self.metrics
+            .sync_duration
+            .observe(seconds(started.elapsed()));
+        match &result {
+            Ok(()) => self.sync_failing.store(false, Ordering::Relaxed),
+            Err(_) => {
+                self.metrics.sync_failures.inc();
+                self.sync_failing.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Waits until append `seq` is durable, leading a group sync if none
+    /// is running (group commit).
+    fn make_durable(&self, seq: u64) -> Result<(), AppendError> {
+        let mut commit = self.lock_commit();
+        loop {
+            if commit.synced >= seq {
+                return Ok(());
+            }
+            if commit.failed >= seq {
+                return Err(AppendError::Sync(io::Error::other(
+                    "a sync covering this line failed",
+                )));
+            }
+            if commit.syncing {
+                commit = self
+                    .committed
+                    .wait(commit)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            commit.syncing = true;
+            drop(commit);
+            let (target, file) = {
+                let writer = self.lock_writer();
+                (
+                    self.written.load(Ordering::Acquire),
+                    Arc::clone(&writer.file),
+                )
+            };
+            let result = self.timed_sync(&file);
+            let failed_upto = match &result {
+                Ok(()) => None,
+                Err(e) => Some(self.after_sync_failure(e)),
+            };
+            commit = self.lock_commit();
+            commit.syncing = false;
+            match failed_upto {
+                None => commit.synced = commit.synced.max(target),
+                Some(upto) => commit.failed = commit.failed.max(upto),
+            }
+            self.committed.notify_all();
+        }
+    }
+
+    /// After a failed sync: reopens the file so later syncs are honest, and
+    /// returns the last append the failure may have lost.
+    fn after_sync_failure(&self, e: &io::Error) -> u64 {
+        let mut writer = self.lock_writer();
+        let upto = self.written.load(Ordering::Acquire);
+        error!(self.log, "audit log sync failed; the requests it covered are not answered";
+            "error" => %e, "path" => %self.path.display());
+        match open_append(&self.path) {
+            Ok(file) => writer.file = Arc::new(file),
+            Err(e) => {
+                error!(self.log, "cannot reopen the audit log after a failed sync"; "error" => %e);
+            }
+        }
+        upto
+    }
+
+    /// The `interval` syncer: syncs every `every` while lines were written.
+    fn sync_every(&self, every: Duration) {
+        let mut synced = 0;
+        let mut closing = self.closing.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*closing {
+            closing = self
+                .closing_signal
+                .wait_timeout(closing, every)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            let written = self.written.load(Ordering::Acquire);
+            if written == synced {
+                continue;
+            }
+            let file = Arc::clone(&self.lock_writer().file);
+            match self.timed_sync(&file) {
+                Ok(()) => synced = written,
+                Err(e) => {
+                    self.after_sync_failure(&e);
+                }
+            }
+        }
+    }
+}
+
+/// Opens `path` for appending, creating it (mode 0644 before umask).
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
 }
 
 /// One audit line, newline included.
@@ -143,8 +584,13 @@ pub fn format_line(at: SystemTime, peer: SocketAddr, answer: &Answer) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::discard;
     use crate::protocol::Verdict;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
+
+    fn open(path: &Path, policy: SyncPolicy) -> AuditLog {
+        AuditLog::open(path, policy, AuditMetrics::default(), &discard()).unwrap()
+    }
 
     #[test]
     fn line_format() {
@@ -161,24 +607,119 @@ mod tests {
     }
 
     #[test]
+    fn sync_policies_parse() {
+        assert_eq!("none".parse(), Ok(SyncPolicy::None));
+        assert_eq!("always".parse(), Ok(SyncPolicy::Always));
+        assert_eq!(
+            "interval:250ms".parse(),
+            Ok(SyncPolicy::Interval(Duration::from_millis(250)))
+        );
+        for bad in [
+            "",
+            "sometimes",
+            "interval:",
+            "interval:0s",
+            "interval:2h",
+            "interval:x",
+        ] {
+            assert!(bad.parse::<SyncPolicy>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            SyncPolicy::Interval(Duration::from_secs(1)).to_string(),
+            "interval:1s"
+        );
+    }
+
+    #[test]
     fn open_creates_directories_and_appends() {
-        let dir = std::env::temp_dir().join(format!("prime-audit-{}", std::process::id()));
-        let path = dir.join("nested/audit.log");
-        let log = AuditLog::open(&path).unwrap();
-        log.append("one\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/audit.log");
+        let log = open(&path, SyncPolicy::None);
+        log.append(b"one\n").unwrap();
         drop(log);
-        let log = AuditLog::open(&path).unwrap();
-        log.append("two\n").unwrap();
+        let log = open(&path, SyncPolicy::Always);
+        log.append(b"two\n").unwrap();
         log.sync().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn unopenable_path_is_a_clear_error() {
-        let err = AuditLog::open(Path::new("/proc/definitely/not/here.log")).unwrap_err();
+        let err = AuditLog::open(
+            Path::new("/proc/definitely/not/here.log"),
+            SyncPolicy::None,
+            AuditMetrics::default(),
+            &discard(),
+        )
+        .unwrap_err();
         assert!(err
             .to_string()
             .starts_with("cannot create the audit log directory"));
+    }
+
+    #[test]
+    fn reopen_follows_a_rename_without_losing_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = open(&path, SyncPolicy::None);
+        log.append(b"before\n").unwrap();
+        std::fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+        log.append(b"renamed\n").unwrap();
+        log.reopen().unwrap();
+        log.append(b"after\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap(),
+            "before\nrenamed\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+    }
+
+    #[test]
+    fn always_group_commits_concurrent_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = AuditMetrics::default();
+        let log = Arc::new(
+            AuditLog::open(
+                &dir.path().join("a.log"),
+                SyncPolicy::Always,
+                metrics.clone(),
+                &discard(),
+            )
+            .unwrap(),
+        );
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        log.append(format!("{t} {i}\n").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+        assert_eq!(text.lines().count(), 400);
+        let syncs = metrics.sync_duration.count();
+        assert!((1..=400).contains(&syncs), "{syncs} syncs");
+    }
+
+    #[test]
+    fn interval_syncs_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = AuditMetrics::default();
+        let log = AuditLog::open(
+            &dir.path().join("a.log"),
+            SyncPolicy::Interval(Duration::from_millis(5)),
+            metrics.clone(),
+            &discard(),
+        )
+        .unwrap();
+        log.append(b"x\n").unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while metrics.sync_duration.count() == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(metrics.sync_duration.count() >= 1);
+        log.close();
     }
 }

@@ -1,34 +1,96 @@
-//! What the server binaries share from start to exit: build the logger,
-//! bind, install the signal handler, serve, drain the logger, and turn an
-//! error into one sentence on stderr with exit status 1.
+//! What the server binaries share from start to exit: take an inherited
+//! listening socket or bind one, open the service, serve the admin
+//! endpoint, wire the signals (SIGINT/SIGTERM stop, SIGHUP reopens logs),
+//! talk to systemd, serve, drain the logger, and turn an error into one
+//! sentence on stderr with exit status 1.
 
+use crate::admin::{Admin, AdminView};
 use crate::config::CommonArgs;
-use crate::shutdown::{self, Shutdown};
-use crate::{logging, server};
+use crate::health::Health;
+use crate::shutdown::{self, Reload, Shutdown};
+use crate::{logging, server, systemd};
 use anyhow::Context;
-use slog::Logger;
+use listenfd::ListenFd;
+use prometheus_client::registry::Registry;
+use slog::{info, Logger};
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-/// Runs a server binary: `serve` gets the bound listener, the shutdown
-/// handle wired to SIGINT/SIGTERM, and the logger.
+/// A server binary's service, opened and ready to run.
+pub trait Served {
+    /// The metrics `/metrics` serves.
+    fn registry(&self) -> Arc<Registry>;
+    /// The health `/readyz` and the watchdog read.
+    fn health(&self) -> Arc<Health>;
+    /// What SIGHUP does (reopen the audit log); `None` if nothing.
+    fn reloader(&self) -> Option<Reload>;
+    /// Serves on `listener` until `shutdown`, then finishes.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stopped it from serving.
+    fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()>;
+}
+
+/// Runs a server binary: `open` builds the service (audit log and all)
+/// once the logger exists; the rest is shared.
 ///
 /// Exit status: 0 after a graceful stop, 1 (with `program: reason` on
 /// stderr) when it cannot start or serve.
-pub fn run_server(
+pub fn run_server<S: Served>(
     program: &'static str,
     listen: SocketAddr,
     common: &CommonArgs,
-    serve: impl FnOnce(TcpListener, Shutdown, &Logger) -> anyhow::Result<()>,
+    open: impl FnOnce(&Logger) -> anyhow::Result<S>,
 ) -> ExitCode {
+    // Before any thread exists: listenfd clears LISTEN_FDS/LISTEN_PID.
+    let mut inherited = ListenFd::from_env();
     let (log, guard) = logging::build(common.log_level, common.log_format);
     logging::route_panics(&log);
     let result = (|| {
-        let listener = server::bind(listen)?;
+        let listener = match inherited
+            .take_tcp_listener(0)
+            .context("the socket passed by systemd (LISTEN_FDS) is not a TCP listener")?
+        {
+            Some(listener) => {
+                listener
+                    .set_nonblocking(false)
+                    .context("cannot use the inherited socket")?;
+                info!(log, "using the listening socket passed by systemd (socket activation); --listen ignored";
+                    "address" => %listener.local_addr().context("inherited socket")?);
+                listener
+            }
+            None => server::bind(listen)?,
+        };
+        let service = open(&log)?;
+        let admin = match common.admin_listen {
+            Some(addr) => {
+                let listener = server::bind(addr).context("admin endpoint (--admin-listen)")?;
+                let view = AdminView {
+                    registry: service.registry(),
+                    health: service.health(),
+                };
+                let admin = Admin::spawn(listener, view, &log)
+                    .context("cannot start the admin endpoint")?;
+                info!(log, "admin endpoint listening"; "address" => %admin.addr());
+                Some(admin)
+            }
+            None => None,
+        };
         let stop = Shutdown::new();
-        shutdown::install_signal_handler(stop.clone(), program, log.clone())
-            .context("cannot install the SIGINT/SIGTERM handler")?;
-        serve(listener, stop, &log)
+        let signals =
+            shutdown::install_signal_handlers(stop.clone(), program, &log, service.reloader())?;
+        stop.on_request(Box::new(systemd::stopping));
+        let watchdog = systemd::spawn_watchdog(service.health(), &log);
+        systemd::ready();
+        let served = service.serve(listener, stop);
+        signals.close();
+        drop(admin);
+        if let Some(watchdog) = watchdog {
+            let _ = watchdog.join();
+        }
+        served
     })();
     // Dropping the guard waits until every record has reached stderr.
     drop(log);

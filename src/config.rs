@@ -1,6 +1,7 @@
 //! Command-line options of the binaries (clap, each flag with an env var),
 //! turned into the library's plain option structs.
 
+use crate::audit::SyncPolicy;
 use crate::clients::Rate;
 use crate::conn::Limits;
 use crate::logging::{LogFormat, LogLevel};
@@ -49,6 +50,10 @@ pub struct ServerArgs {
         default_value = "logs/prime_server.log"
     )]
     pub audit_log: PathBuf,
+
+    /// How durable an answer's audit line is before the reply: none (in the kernel: survives kill -9), interval:DUR (fdatasync every DUR), always (fdatasync before each reply, shared by concurrent requests)
+    #[arg(long, env = "PRIME_SERVER_AUDIT_SYNC", default_value = "none")]
+    pub audit_sync: SyncPolicy,
 
     /// Heavy-lane threads: big-number (above 2^64) tests run at once, at most [default: number of cores]
     #[arg(long, env = "PRIME_SERVER_BIG_TESTS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
@@ -148,6 +153,10 @@ pub struct CommonArgs {
     )]
     pub trusted_proxies: TrustedProxies,
 
+    /// Serve /metrics, /livez and /readyz over HTTP on this address (e.g. 127.0.0.1:9809) [default: off]
+    #[arg(long, env = "PRIME_SERVER_ADMIN_LISTEN", value_parser = parse_addr)]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Least severe log level printed on stderr
     #[arg(long, env = "PRIME_SERVER_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -189,6 +198,7 @@ impl ServerArgs {
         });
         Config {
             audit_log: self.audit_log.clone(),
+            audit_sync: self.audit_sync,
             server: ServerOptions {
                 heavy_threads: self.big_tests.unwrap_or_else(cores),
                 ..self.common.server_options()

@@ -14,6 +14,7 @@
 
 use crate::conn::{Connection, Line};
 use crate::escape::escape_bytes;
+use crate::health::Health;
 use crate::metrics::{register_build_info, registry_for, CoreMetrics};
 use crate::server::{self, ServerOptions};
 use crate::shutdown::Shutdown;
@@ -108,8 +109,118 @@ pub struct EchoSummary {
     pub uptime: Duration,
 }
 
-/// Serves the echo protocol until `shutdown` is requested, then finishes
-/// every accepted connection, logs a summary and returns it.
+/// An echo server, with its metrics and health, ready to run.
+#[derive(Debug)]
+pub struct EchoServer {
+    /// The core's options (no heavy lane).
+    options: ServerOptions,
+    /// The handler.
+    service: Arc<EchoService>,
+    /// The core's counters.
+    core: CoreMetrics,
+    /// Every counter, for `/metrics`.
+    registry: Arc<Registry>,
+    /// For `/readyz`, `/livez` and the watchdog.
+    health: Arc<Health>,
+    /// The server's logger.
+    log: Logger,
+    /// When it was opened.
+    started: Instant,
+}
+
+impl EchoServer {
+    /// Builds the service and its metrics.
+    pub fn open(options: &ServerOptions, log: &Logger) -> EchoServer {
+        info!(log, "starting echo-server"; "pid" => std::process::id(), "version" => env!("CARGO_PKG_VERSION"));
+        let service = Arc::new(EchoService::default());
+        let core = CoreMetrics::new();
+        let mut registry = registry_for("echo-server");
+        core.register(&mut registry);
+        service.register(&mut registry);
+        register_build_info(&mut registry);
+        EchoServer {
+            options: ServerOptions {
+                heavy_threads: 0,
+                ..options.clone()
+            },
+            service,
+            core,
+            registry: Arc::new(registry),
+            health: Health::new(),
+            log: log.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The registry `/metrics` encodes.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// The health `/readyz` and the watchdog read.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Serves until `shutdown` is requested, then finishes every accepted
+    /// connection, logs a summary and returns it.
+    ///
+    /// # Errors
+    ///
+    /// The listener could not be prepared (see [`server::serve`]).
+    pub fn run(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<EchoSummary> {
+        server::serve(
+            listener,
+            &shutdown,
+            Arc::clone(&self.service),
+            &self.options,
+            &self.core,
+            &self.health,
+            &self.log,
+        )?;
+        let summary = EchoSummary {
+            lines: self.service.lines.get(),
+            connections: self.core.accepted.get(),
+            timeouts: self.core.timeouts.get(),
+            too_long: self.service.too_long.get(),
+            panics: self.core.panics.get(),
+            abandoned: self.core.abandoned.get(),
+            uptime: self.started.elapsed(),
+        };
+        info!(self.log, "shutdown complete";
+            "lines" => summary.lines,
+            "connections" => summary.connections,
+            "timeouts" => summary.timeouts,
+            "too_long" => summary.too_long,
+            "panics" => summary.panics,
+            "abandoned" => summary.abandoned,
+            "log_records_dropped" => self.core.log_records_dropped.get(),
+            "uptime" => %crate::logging::rounded(summary.uptime));
+        Ok(summary)
+    }
+}
+
+impl crate::cli::Served for EchoServer {
+    fn registry(&self) -> Arc<Registry> {
+        EchoServer::registry(self)
+    }
+
+    fn health(&self) -> Arc<Health> {
+        EchoServer::health(self)
+    }
+
+    fn reloader(&self) -> Option<crate::shutdown::Reload> {
+        None
+    }
+
+    fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.run(listener, shutdown)?;
+        Ok(())
+    }
+}
+
+/// Serves the echo protocol until `shutdown` is requested
+/// ([`EchoServer::open`], then [`EchoServer::run`]).
 ///
 /// # Errors
 ///
@@ -120,42 +231,5 @@ pub fn run(
     options: &ServerOptions,
     log: &Logger,
 ) -> std::io::Result<EchoSummary> {
-    let started = Instant::now();
-    info!(log, "starting echo-server"; "pid" => std::process::id(), "version" => env!("CARGO_PKG_VERSION"));
-    let service = Arc::new(EchoService::default());
-    let core = CoreMetrics::new();
-    let mut registry = registry_for("echo-server");
-    core.register(&mut registry);
-    service.register(&mut registry);
-    register_build_info(&mut registry);
-    let options = ServerOptions {
-        heavy_threads: 0,
-        ..options.clone()
-    };
-    server::serve(
-        listener,
-        &shutdown,
-        Arc::clone(&service),
-        &options,
-        &core,
-        log,
-    )?;
-    let summary = EchoSummary {
-        lines: service.lines.get(),
-        connections: core.accepted.get(),
-        timeouts: core.timeouts.get(),
-        too_long: service.too_long.get(),
-        panics: core.panics.get(),
-        abandoned: core.abandoned.get(),
-        uptime: started.elapsed(),
-    };
-    info!(log, "shutdown complete";
-        "lines" => summary.lines,
-        "connections" => summary.connections,
-        "timeouts" => summary.timeouts,
-        "too_long" => summary.too_long,
-        "panics" => summary.panics,
-        "abandoned" => summary.abandoned,
-        "uptime" => %crate::logging::rounded(summary.uptime));
-    Ok(summary)
+    EchoServer::open(options, log).run(listener, shutdown)
 }

@@ -39,6 +39,7 @@
 //! installs the signal handler and calls it; tests call it the same way on
 //! `127.0.0.1:0`.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod client;
@@ -47,6 +48,7 @@ pub mod config;
 pub mod conn;
 pub mod echo;
 pub mod escape;
+pub mod health;
 pub mod lane;
 pub mod logging;
 pub mod metrics;
@@ -59,14 +61,17 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod sync;
+pub mod systemd;
 pub mod worker;
 
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{AuditError, AuditLog, SyncPolicy};
+use crate::health::Health;
 use crate::metrics::{register_build_info, registry_for, AuditMetrics, CoreMetrics};
 use crate::protocol::Verdict;
 use crate::server::ServerOptions;
 use crate::service::{PrimeMetrics, PrimeOptions, PrimeService};
 use crate::shutdown::Shutdown;
+use prometheus_client::registry::Registry;
 use slog::{info, warn, Logger};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -80,6 +85,8 @@ use thiserror::Error;
 pub struct Config {
     /// The audit log file.
     pub audit_log: PathBuf,
+    /// How durable an answered request's audit line is.
+    pub audit_sync: SyncPolicy,
     /// The core's options: pool, waiting room, lane, admission, deadlines.
     pub server: ServerOptions,
     /// The prime service's options.
@@ -90,6 +97,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             audit_log: PathBuf::from("logs/prime_server.log"),
+            audit_sync: SyncPolicy::None,
             server: ServerOptions::default(),
             prime: PrimeOptions::default(),
         }
@@ -127,6 +135,8 @@ pub struct Summary {
     pub panics: u64,
     /// Failed `accept()` calls.
     pub accept_errors: u64,
+    /// Connections rejected for a bad or untrusted PROXY header.
+    pub proxy_rejected: u64,
     /// Connections closed at the stop before sending a complete line.
     pub closed_at_stop: u64,
     /// Connections closed because the shutdown timeout ran out.
@@ -142,9 +152,190 @@ impl Summary {
     }
 }
 
-/// Serves the prime protocol on `listener` until `shutdown` is requested,
-/// then finishes every accepted connection, syncs the audit log, logs a
-/// summary and returns it.
+/// The metrics of a prime server, all registered in one registry.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMetrics {
+    /// The core's.
+    pub core: CoreMetrics,
+    /// The audit log's.
+    pub audit: AuditMetrics,
+    /// Replies by verdict.
+    pub prime: PrimeMetrics,
+}
+
+/// A prime server, opened (audit log, metrics, health) and ready to run on
+/// a listener. [`run`] does both steps; the binary and tests that want the
+/// metrics or health take them in between.
+#[derive(Debug)]
+pub struct PrimeServer {
+    /// The configuration.
+    config: Config,
+    /// The handler (it owns the audit log).
+    service: Arc<PrimeService>,
+    /// Every counter, for the summary.
+    metrics: ServerMetrics,
+    /// The same counters, for `/metrics`.
+    registry: Arc<Registry>,
+    /// For `/readyz`, `/livez` and the watchdog.
+    health: Arc<Health>,
+    /// The server's logger.
+    log: Logger,
+    /// When it was opened.
+    started: Instant,
+}
+
+impl PrimeServer {
+    /// Opens the audit log and builds the metrics.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Audit`] when the audit log cannot be opened.
+    pub fn open(config: &Config, log: &Logger) -> Result<PrimeServer, RunError> {
+        let started = Instant::now();
+        let metrics = ServerMetrics::default();
+        let audit = AuditLog::open(
+            &config.audit_log,
+            config.audit_sync,
+            metrics.audit.clone(),
+            log,
+        )?;
+        info!(log, "starting prime-server";
+            "big_tests" => config.server.heavy_threads,
+            "keep_alive" => config.prime.keep_alive.is_some(),
+            "audit_log" => %config.audit_log.display(),
+            "audit_sync" => %config.audit_sync,
+            "pid" => std::process::id(),
+            "version" => env!("CARGO_PKG_VERSION"));
+        let mut registry = registry_for("prime-server");
+        metrics.core.register(&mut registry);
+        metrics.audit.register(&mut registry);
+        metrics.prime.register(&mut registry);
+        register_build_info(&mut registry);
+        let service = Arc::new(PrimeService::new(
+            audit,
+            config.prime,
+            metrics.prime.clone(),
+            metrics.audit.clone(),
+        ));
+        let health = Health::new();
+        let checked = Arc::clone(&service);
+        health.add_check(Box::new(move || {
+            checked.audit().problem().map(str::to_owned)
+        }));
+        Ok(PrimeServer {
+            config: config.clone(),
+            service,
+            metrics,
+            registry: Arc::new(registry),
+            health,
+            log: log.clone(),
+            started,
+        })
+    }
+
+    /// The counters (shared: they keep counting while the server runs).
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
+    }
+
+    /// The registry `/metrics` encodes.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// The health `/readyz` and the watchdog read.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// The audit log (to reopen it on SIGHUP).
+    pub fn audit(&self) -> &AuditLog {
+        self.service.audit()
+    }
+
+    /// Serves the prime protocol on `listener` until `shutdown` is
+    /// requested, then finishes every accepted connection, syncs the audit
+    /// log, logs a summary and returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Listener`] when the listener cannot be prepared; errors
+    /// while serving are logged, not returned.
+    pub fn run(self, listener: TcpListener, shutdown: Shutdown) -> Result<Summary, RunError> {
+        let log = &self.log;
+        server::serve(
+            listener,
+            &shutdown,
+            Arc::clone(&self.service),
+            &self.config.server,
+            &self.metrics.core,
+            &self.health,
+            log,
+        )?;
+        if let Err(e) = self.service.audit().sync() {
+            warn!(log, "cannot sync the audit log"; "error" => %e);
+        }
+        self.service.audit().close();
+        let core = &self.metrics.core;
+        let prime = &self.metrics.prime;
+        let summary = Summary {
+            prime: prime.count(Verdict::Prime),
+            not_prime: prime.count(Verdict::NotPrime),
+            not_integer: prime.count(Verdict::NotInteger),
+            connections: core.accepted.get(),
+            timeouts: core.timeouts.get(),
+            audit_failures: self.metrics.audit.write_failures.get(),
+            panics: core.panics.get(),
+            accept_errors: core.accept_errors.get(),
+            proxy_rejected: core.proxy_rejected.get(),
+            closed_at_stop: core.closed_at_stop.get(),
+            abandoned: core.abandoned.get(),
+            uptime: self.started.elapsed(),
+        };
+        info!(log, "shutdown complete";
+            "prime" => summary.prime,
+            "not_prime" => summary.not_prime,
+            "not_integer" => summary.not_integer,
+            "connections" => summary.connections,
+            "timeouts" => summary.timeouts,
+            "audit_failures" => summary.audit_failures,
+            "panics" => summary.panics,
+            "accept_errors" => summary.accept_errors,
+            "proxy_rejected" => summary.proxy_rejected,
+            "closed_at_stop" => summary.closed_at_stop,
+            "abandoned" => summary.abandoned,
+            "log_records_dropped" => core.log_records_dropped.get(),
+            "uptime" => %logging::rounded(summary.uptime));
+        Ok(summary)
+    }
+}
+
+impl cli::Served for PrimeServer {
+    fn registry(&self) -> Arc<Registry> {
+        PrimeServer::registry(self)
+    }
+
+    fn health(&self) -> Arc<Health> {
+        PrimeServer::health(self)
+    }
+
+    fn reloader(&self) -> Option<shutdown::Reload> {
+        let service = Arc::clone(&self.service);
+        Some(Box::new(move || {
+            service.audit().reopen().map_err(|e| {
+                anyhow::anyhow!("cannot reopen {}: {e}", service.audit().path().display())
+            })
+        }))
+    }
+
+    fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.run(listener, shutdown)?;
+        Ok(())
+    }
+}
+
+/// Serves the prime protocol on `listener` until `shutdown` is requested
+/// ([`PrimeServer::open`], then [`PrimeServer::run`]).
 ///
 /// # Errors
 ///
@@ -156,63 +347,5 @@ pub fn run(
     config: &Config,
     log: &Logger,
 ) -> Result<Summary, RunError> {
-    let started = Instant::now();
-    let audit = AuditLog::open(&config.audit_log)?;
-    info!(log, "starting prime-server";
-        "big_tests" => config.server.heavy_threads,
-        "keep_alive" => config.prime.keep_alive.is_some(),
-        "audit_log" => %config.audit_log.display(),
-        "pid" => std::process::id(),
-        "version" => env!("CARGO_PKG_VERSION"));
-    let core = CoreMetrics::new();
-    let audit_metrics = AuditMetrics::default();
-    let prime = PrimeMetrics::default();
-    let mut registry = registry_for("prime-server");
-    core.register(&mut registry);
-    audit_metrics.register(&mut registry);
-    prime.register(&mut registry);
-    register_build_info(&mut registry);
-    let service = Arc::new(PrimeService::new(
-        audit,
-        config.prime,
-        prime.clone(),
-        audit_metrics.clone(),
-    ));
-    server::serve(
-        listener,
-        &shutdown,
-        Arc::clone(&service),
-        &config.server,
-        &core,
-        log,
-    )?;
-    if let Err(e) = service.audit().sync() {
-        warn!(log, "cannot sync the audit log"; "error" => %e);
-    }
-    let summary = Summary {
-        prime: prime.count(Verdict::Prime),
-        not_prime: prime.count(Verdict::NotPrime),
-        not_integer: prime.count(Verdict::NotInteger),
-        connections: core.accepted.get(),
-        timeouts: core.timeouts.get(),
-        audit_failures: audit_metrics.write_failures.get(),
-        panics: core.panics.get(),
-        accept_errors: core.accept_errors.get(),
-        closed_at_stop: core.closed_at_stop.get(),
-        abandoned: core.abandoned.get(),
-        uptime: started.elapsed(),
-    };
-    info!(log, "shutdown complete";
-        "prime" => summary.prime,
-        "not_prime" => summary.not_prime,
-        "not_integer" => summary.not_integer,
-        "connections" => summary.connections,
-        "timeouts" => summary.timeouts,
-        "audit_failures" => summary.audit_failures,
-        "panics" => summary.panics,
-        "accept_errors" => summary.accept_errors,
-        "closed_at_stop" => summary.closed_at_stop,
-        "abandoned" => summary.abandoned,
-        "uptime" => %logging::rounded(summary.uptime));
-    Ok(summary)
+    PrimeServer::open(config, log)?.run(listener, shutdown)
 }

@@ -1,15 +1,27 @@
 //! The terminal (operator) log: slog -> slog-term or slog-json -> slog-async.
 //!
 //! Built once in `main` and passed down; every part of the server logs
-//! through child loggers with structured keys. slog-async's default drops
-//! records silently when its channel is full, so this one blocks instead
-//! (a log record is never lost), with a channel large enough that blocking
-//! is rare. The returned [`AsyncGuard`](slog_async::AsyncGuard) must live
-//! until the server has finished, so the last records reach stderr.
+//! through loggers with structured keys. The terminal log must never hold
+//! up the service: if whatever reads stderr stalls (a paused journald, a
+//! full pipe), records queue in slog-async's channel, and once it is full
+//! new records are dropped, not waited for. Each drop is counted in
+//! [`RECORDS_DROPPED`] (the same counter the summary and `/metrics`
+//! show), and once records flow again one `warn` record says how many were
+//! lost. The audit log, the product, is separate and never dropped.
+//!
+//! The returned [`AsyncGuard`](slog_async::AsyncGuard) must live until the
+//! server has finished, so the last records reach stderr.
 
 use clap::ValueEnum;
-use slog::{o, Drain, Level, LevelFilter, Logger};
-use slog_async::{Async, AsyncGuard, OverflowStrategy};
+use prometheus_client::metrics::counter::Counter;
+use slog::{o, Drain, Level, LevelFilter, Logger, OwnedKVList, Record};
+use slog_async::{AsyncCore, AsyncGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+/// Terminal log records dropped because stderr could not keep up, in this
+/// process (stderr is one per process, so the count is too).
+pub static RECORDS_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// Records buffered between the server's threads and the writer thread.
 const CHANNEL_SIZE: usize = 8192;
@@ -68,23 +80,66 @@ pub fn build(level: LogLevel, format: LogFormat) -> (Logger, AsyncGuard) {
             spawn_writer(json.fuse())
         }
     };
-    // Records sent after the guard is dropped (only possible from a signal
-    // arriving during exit) are ignored rather than panicking.
-    let drain = LevelFilter::new(drain, level.to_slog()).ignore_res();
+    let drain = LevelFilter::new(drain, level.to_slog()).fuse();
     (Logger::root(drain, o!()), guard)
 }
 
-/// Puts `drain` behind slog-async's writer thread, blocking (never
-/// dropping) when the channel is full.
-fn spawn_writer<D>(drain: D) -> (Async, AsyncGuard)
+/// Puts `drain` behind slog-async's writer thread, dropping and counting
+/// records when its channel is full.
+fn spawn_writer<D>(drain: D) -> (Dropping, AsyncGuard)
 where
     D: Drain<Ok = (), Err = slog::Never> + Send + 'static,
 {
-    Async::new(drain)
+    let (core, guard) = AsyncCore::custom(drain)
         .chan_size(CHANNEL_SIZE)
-        .overflow_strategy(OverflowStrategy::Block)
+        .blocking(false)
         .thread_name("log-writer".into())
-        .build_with_guard()
+        .build_with_guard();
+    (
+        Dropping {
+            core,
+            unreported: AtomicU64::new(0),
+        },
+        guard,
+    )
+}
+
+/// slog-async's core with an overflow policy of our own: never block,
+/// count every dropped record, report the count once records flow again.
+struct Dropping {
+    /// The channel to the writer thread.
+    core: AsyncCore,
+    /// Records dropped since the last report.
+    unreported: AtomicU64,
+}
+
+impl Drain for Dropping {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
+        let pending = self.unreported.load(Ordering::Relaxed);
+        if pending > 0 {
+            let report = self.core.log(
+                &slog::record!(
+                    Level::Warning,
+                    "",
+                    &format_args!("terminal log records were dropped: stderr could not keep up"),
+                    slog::b!("dropped" => pending)
+                ),
+                values,
+            );
+            if report.is_ok() {
+                self.unreported.fetch_sub(pending, Ordering::Relaxed);
+            }
+        }
+        // Full channel, or (only while exiting) a writer that is gone.
+        if self.core.log(record, values).is_err() {
+            RECORDS_DROPPED.inc();
+            self.unreported.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 /// A duration rounded to milliseconds, printed like `1h 2m 3s 45ms`.

@@ -6,17 +6,12 @@
 use clap::Parser;
 use prime_server::cli::run_server;
 use prime_server::config::ServerArgs;
+use prime_server::PrimeServer;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    run_server(
-        "prime-server",
-        args.listen,
-        &args.common,
-        |listener, shutdown, log| {
-            prime_server::run(listener, shutdown, &args.config(), log)?;
-            Ok(())
-        },
-    )
+    run_server("prime-server", args.listen, &args.common, |log| {
+        Ok(PrimeServer::open(&args.config(), log)?)
+    })
 }

@@ -10,12 +10,13 @@
 //! label carries client input or a client address: the only labels are
 //! the verdict (three values) and the build version.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Latency buckets from 50 us to about 13 s, a factor of 2 apart: wide
@@ -97,7 +98,7 @@ impl CoreMetrics {
             abandoned: Counter::default(),
             heavy_running: Gauge::default(),
             heavy_queued: Gauge::default(),
-            log_records_dropped: Counter::default(),
+            log_records_dropped: crate::logging::RECORDS_DROPPED.clone(),
             request_duration: Histogram::new(latency_buckets()),
         }
     }
@@ -258,14 +259,24 @@ impl AuditMetrics {
 }
 
 /// The verdict label of `requests_total`: one of three fixed values.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum VerdictLabel {
-    /// `T`
+    /// `T`: `prime`
     Prime,
-    /// `F`
+    /// `F`: `not_prime`
     NotPrime,
-    /// `E`
+    /// `E`: `not_integer`
     NotInteger,
+}
+
+impl EncodeLabelValue for VerdictLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            VerdictLabel::Prime => "prime",
+            VerdictLabel::NotPrime => "not_prime",
+            VerdictLabel::NotInteger => "not_integer",
+        })
+    }
 }
 
 /// The label set of `requests_total`.

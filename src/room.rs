@@ -197,6 +197,7 @@ impl Room {
     pub fn run(mut self, core: &Arc<dyn Serve>) {
         let mut events = Events::with_capacity(EVENTS);
         loop {
+            core.health().room_turned();
             let timeout = self.timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {

@@ -36,6 +36,7 @@
 
 use crate::clients::{Clients, Rate};
 use crate::conn::{Connection, Limits};
+use crate::health::Health;
 use crate::lane::Lane;
 use crate::metrics::CoreMetrics;
 use crate::proxy::TrustedProxies;
@@ -209,6 +210,7 @@ pub fn serve<H: Handler>(
     handler: Arc<H>,
     options: &ServerOptions,
     metrics: &CoreMetrics,
+    health: &Arc<Health>,
     log: &Logger,
 ) -> io::Result<()> {
     let registration = shutdown.register(&listener)?;
@@ -236,6 +238,7 @@ pub fn serve<H: Handler>(
         abandoned: AtomicBool::new(false),
         batch_lines: options.batch_lines.max(1),
         limits: options.limits,
+        health: Arc::clone(health),
         log: log.clone(),
     });
     let room_core: Arc<dyn Serve> = Arc::clone(&core) as Arc<dyn Serve>;
@@ -243,7 +246,12 @@ pub fn serve<H: Handler>(
         .name("waiting-room".into())
         .spawn(move || room.run(&room_core))?;
     let waker = room_handle.clone();
-    shutdown.on_request(Box::new(move || waker.wake()));
+    let stopping = Arc::clone(health);
+    shutdown.on_request(Box::new(move || {
+        stopping.set_stopping();
+        waker.wake();
+    }));
+    health.set_pool(Some(core.pool.clone()));
     info!(log, "listening";
         "address" => %listener.local_addr()?,
         "workers" => workers,
@@ -253,7 +261,9 @@ pub fn serve<H: Handler>(
         "defer_accept" => options.defer_accept);
 
     let slots = Semaphore::new(max_connections);
+    health.set_listening(true);
     accept_loop(&listener, shutdown, &slots, &core);
+    health.set_listening(false);
     let stop_started = Instant::now();
     let drained = drain_backlog(&listener, shutdown, &slots, &core);
     // Close the listening socket (both descriptors) so new connections are
@@ -278,6 +288,7 @@ pub fn serve<H: Handler>(
     }
     room_handle.exit();
     let _ = room_thread.join();
+    health.set_pool(None);
     // Work in hand (a big-number test, an audit write) finishes, bounded:
     // nothing answered goes unlogged, and nothing holds the exit for long.
     if let Some(lane) = &core.lane {
@@ -302,11 +313,14 @@ fn accept_loop<H: Handler>(
 ) {
     let mut backoff = BACKOFF_START;
     while !shutdown.is_requested() {
+        core.health.acceptor_idle();
         let slot = slots.acquire();
         if shutdown.is_requested() {
             break;
         }
-        match listener.accept() {
+        let accepted = listener.accept();
+        core.health.acceptor_busy();
+        match accepted {
             Ok((stream, peer)) => {
                 backoff = BACKOFF_START;
                 // The wake-up connection is made only after the flag is set,

@@ -8,10 +8,13 @@
 //! duplicate of the listening socket, which makes `accept()` fail at once.
 //! Either way nothing polls.
 //!
-//! [`install_signal_handler`] ties SIGINT and SIGTERM to it: the first signal
-//! requests a graceful stop, a second exits at once with status 130.
+//! [`install_signal_handlers`] ties SIGINT and SIGTERM to it: the first
+//! signal requests a graceful stop, a second exits at once with status 130;
+//! SIGHUP reopens the audit log.
 
-use slog::{info, Logger};
+use anyhow::Context;
+use signal_hook::consts::{SIGHUP, SIGTERM};
+use slog::{error, info, Logger};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -184,7 +187,7 @@ impl Drop for Registration {
 
 /// Where to connect to reach a listener: its own address, with a wildcard
 /// IP replaced by the loopback address of the same family.
-fn wake_target(bound: SocketAddr) -> SocketAddr {
+pub(crate) fn wake_target(bound: SocketAddr) -> SocketAddr {
     let ip = match bound.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -193,32 +196,95 @@ fn wake_target(bound: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-/// Routes SIGINT and SIGTERM to `shutdown`: the first signal requests a
-/// graceful stop; a second one prints a line on stderr and exits the process
-/// at once with status [`FORCED_EXIT_STATUS`].
+/// What SIGHUP does: reopen whatever files the service writes.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<()> + Send + Sync>;
+
+/// The signal handlers of a server binary; [`Signals::close`] stops the
+/// thread that waits for SIGTERM and SIGHUP.
+#[derive(Debug)]
+pub struct Signals {
+    /// Closes the signal-hook iterator.
+    handle: signal_hook::iterator::Handle,
+    /// The thread waiting for SIGTERM and SIGHUP.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Signals {
+    /// Stops listening for SIGTERM and SIGHUP (SIGINT stays routed).
+    pub fn close(mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Routes the signals of a server binary:
+/// * SIGINT (Ctrl-C, through `ctrlc`) and SIGTERM (through `signal-hook`):
+///   the first requests a graceful stop of `shutdown`; a second one, of
+///   either kind, prints a line on stderr and exits the process at once
+///   with status [`FORCED_EXIT_STATUS`].
+/// * SIGHUP: runs `reload` (reopen the audit log), or logs that there is
+///   nothing to reopen.
 ///
 /// # Errors
 ///
-/// The handler could not be installed (for instance, one already was).
-pub fn install_signal_handler(
+/// A handler could not be installed (for instance, one already was).
+pub fn install_signal_handlers(
     shutdown: Shutdown,
     program: &'static str,
-    log: Logger,
-) -> Result<(), ctrlc::Error> {
-    let signals = AtomicUsize::new(0);
-    ctrlc::set_handler(move || {
-        if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            info!(
-                log,
-                "signal received; finishing accepted connections (signal again to exit now)"
-            );
-            shutdown.request();
-        } else {
-            // Deliberately not through the async logger: it may be the
-            // very thing that is stuck.
-            eprintln!("{program}: second signal received; exiting immediately");
-            std::process::exit(FORCED_EXIT_STATUS);
+    log: &Logger,
+    reload: Option<Reload>,
+) -> anyhow::Result<Signals> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let stop = {
+        let log = log.clone();
+        move || {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                info!(
+                    log,
+                    "signal received; finishing accepted connections (signal again to exit now)"
+                );
+                shutdown.request();
+            } else {
+                // Deliberately not through the async logger: it may be the
+                // very thing that is stuck.
+                eprintln!("{program}: second signal received; exiting immediately");
+                std::process::exit(FORCED_EXIT_STATUS);
+            }
         }
+    };
+    let on_term = stop.clone();
+    ctrlc::set_handler(stop).context("cannot install the SIGINT handler")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
+        .context("cannot install the SIGTERM/SIGHUP handlers")?;
+    let handle = signals.handle();
+    let log = log.clone();
+    let thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGTERM {
+                    on_term();
+                    continue;
+                }
+                let Some(reload) = &reload else {
+                    info!(log, "SIGHUP received; nothing to reopen");
+                    continue;
+                };
+                crate::systemd::reloading();
+                match reload() {
+                    Ok(()) => info!(log, "SIGHUP: logs reopened"),
+                    Err(e) => error!(log, "SIGHUP: cannot reopen the logs; still writing to the old files";
+                        "error" => format!("{e:#}")),
+                }
+                crate::systemd::reloaded();
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(Signals {
+        handle,
+        thread: Some(thread),
     })
 }
 

@@ -25,6 +25,7 @@
 use crate::clients::{Clients, Grant};
 use crate::conn::{Connection, Readiness};
 use crate::escape::escape_bytes;
+use crate::health::Health;
 use crate::lane::Lane;
 use crate::logging::panic_message;
 use crate::metrics::{seconds, CoreMetrics};
@@ -111,6 +112,8 @@ pub trait Serve: Send + Sync {
     fn clients(&self) -> Option<&Clients>;
     /// The server's logger.
     fn log(&self) -> &Logger;
+    /// Where the room marks that its loop turned.
+    fn health(&self) -> &Health;
 }
 
 /// Everything a connection's journey needs, shared by the accept loop, the
@@ -138,6 +141,8 @@ pub struct Core<H: Handler> {
     pub batch_lines: usize,
     /// Deadlines and line limit given to every connection.
     pub limits: crate::conn::Limits,
+    /// Liveness marks for the watchdog.
+    pub health: Arc<Health>,
     /// The server's logger.
     pub log: Logger,
 }
@@ -375,5 +380,9 @@ impl<H: Handler> Serve for Core<H> {
 
     fn log(&self) -> &Logger {
         &self.log
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
     }
 }

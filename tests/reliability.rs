@@ -6,6 +6,7 @@
 mod support;
 
 use prime_server::conn::{Connection, Line};
+use prime_server::health::Health;
 use prime_server::metrics::CoreMetrics;
 use prime_server::server::{serve, ServerOptions};
 use prime_server::shutdown::Shutdown;
@@ -182,7 +183,16 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
     let stop = shutdown.clone();
     let counted = metrics.clone();
     let server = std::thread::spawn(move || {
-        serve(listener, &stop, Arc::new(Panicky), &options, &counted, &log).unwrap();
+        serve(
+            listener,
+            &stop,
+            Arc::new(Panicky),
+            &options,
+            &counted,
+            &Health::new(),
+            &log,
+        )
+        .unwrap();
     });
 
     let mut panicking_peers = Vec::new();

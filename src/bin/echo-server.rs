@@ -6,17 +6,12 @@
 use clap::Parser;
 use prime_server::cli::run_server;
 use prime_server::config::EchoArgs;
+use prime_server::echo::EchoServer;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = EchoArgs::parse();
-    run_server(
-        "echo-server",
-        args.listen,
-        &args.common,
-        |listener, shutdown, log| {
-            prime_server::echo::run(listener, shutdown, &args.common.server_options(), log)?;
-            Ok(())
-        },
-    )
+    run_server("echo-server", args.listen, &args.common, |log| {
+        Ok(EchoServer::open(&args.common.server_options(), log))
+    })
 }
