@@ -8,7 +8,10 @@
 //! addresses round-robin: each address has its own FIFO, and a lane thread
 //! takes one job from the address at the front of the ring, then moves that
 //! address to the back, so a client with a hundred heavy requests queued
-//! gets one turn per round like a client with one.
+//! gets one turn per round like a client with one. As in Linux's `fq`
+//! qdisc, an address that arrives with nothing queued goes ahead of the
+//! addresses already taking turns: a client asking once is served next,
+//! not after another round of the busy ones.
 //!
 //! The queue holds at most one job per connection (a connection whose job
 //! is queued is not read from, so its next lines wait in the kernel: TCP
@@ -49,7 +52,10 @@ struct Shared {
 struct FairQueue {
     /// Each address's waiting jobs, in arrival order.
     by_addr: HashMap<IpAddr, VecDeque<Job>>,
-    /// Addresses with waiting jobs, in turn order.
+    /// Addresses that joined with nothing queued and have not had a turn
+    /// yet: served first.
+    fresh: VecDeque<IpAddr>,
+    /// Addresses with waiting jobs that already had a turn, in turn order.
     ring: VecDeque<IpAddr>,
     /// Jobs waiting in all.
     len: usize,
@@ -60,7 +66,7 @@ struct FairQueue {
 impl std::fmt::Debug for FairQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FairQueue")
-            .field("addresses", &self.ring.len())
+            .field("addresses", &(self.fresh.len() + self.ring.len()))
             .field("len", &self.len)
             .field("closing", &self.closing)
             .finish()
@@ -72,7 +78,7 @@ impl FairQueue {
     fn push(&mut self, addr: IpAddr, job: Job) {
         let jobs = self.by_addr.entry(addr).or_default();
         if jobs.is_empty() {
-            self.ring.push_back(addr);
+            self.fresh.push_back(addr);
         }
         jobs.push_back(job);
         self.len += 1;
@@ -80,7 +86,7 @@ impl FairQueue {
 
     /// The next job in round-robin order.
     fn pop(&mut self) -> Option<Job> {
-        let addr = self.ring.pop_front()?;
+        let addr = self.fresh.pop_front().or_else(|| self.ring.pop_front())?;
         let jobs = self.by_addr.get_mut(&addr)?;
         let job = jobs.pop_front()?;
         if jobs.is_empty() {
@@ -95,6 +101,7 @@ impl FairQueue {
     /// Takes every waiting job out (to drop them when a stop runs out of
     /// time).
     fn take_all(&mut self) -> Vec<Job> {
+        self.fresh.clear();
         self.ring.clear();
         self.len = 0;
         self.by_addr.drain().flat_map(|(_, jobs)| jobs).collect()
@@ -230,7 +237,28 @@ mod tests {
         let order: Vec<_> = rx.try_iter().collect();
         assert_eq!(order, ["a1", "b1", "c1", "a2", "b2", "a3"]);
         assert_eq!(q.len, 0);
-        assert!(q.by_addr.is_empty() && q.ring.is_empty());
+        assert!(q.by_addr.is_empty() && q.ring.is_empty() && q.fresh.is_empty());
+    }
+
+    #[test]
+    fn an_address_arriving_idle_goes_before_the_busy_ones() {
+        let mut q = FairQueue::default();
+        let (tx, rx) = mpsc::channel();
+        let job = |label: &'static str| {
+            let tx = tx.clone();
+            Box::new(move || tx.send(label).unwrap()) as Job
+        };
+        for label in ["a1", "a2", "a3"] {
+            q.push(ip(1), job(label));
+        }
+        // a1 starts; then b arrives with one request.
+        q.pop().unwrap()();
+        q.push(ip(2), job("b1"));
+        while let Some(job) = q.pop() {
+            job();
+        }
+        let order: Vec<_> = rx.try_iter().collect();
+        assert_eq!(order, ["a1", "b1", "a2", "a3"]);
     }
 
     #[test]

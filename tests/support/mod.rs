@@ -5,15 +5,16 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+use prime_server::admin::{Admin, AdminView};
+use prime_server::health::Health;
 use prime_server::logging;
 use prime_server::shutdown::Shutdown;
-use prime_server::{run, Config, Summary};
+use prime_server::{Config, PrimeServer, ServerMetrics, Summary};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown as Half, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,13 @@ pub struct TestServer {
     pub audit_path: PathBuf,
     /// The handle that stops it.
     pub shutdown: Shutdown,
-    /// The thread running [`run`].
+    /// Its counters, live.
+    pub metrics: ServerMetrics,
+    /// Its health, live.
+    pub health: Arc<Health>,
+    /// Its admin endpoint (`/metrics`, `/readyz`), on another ephemeral port.
+    pub admin: Admin,
+    /// The thread running the server.
     thread: Option<JoinHandle<Summary>>,
     /// Keeps the audit directory alive.
     _dir: tempfile::TempDir,
@@ -57,15 +64,29 @@ impl TestServer {
         };
         tweak(&mut config);
         let addr = listener.local_addr().expect("local addr");
+        let log = logging::discard();
+        let server = PrimeServer::open(&config, &log).expect("server opens");
+        let metrics = server.metrics().clone();
+        let health = server.health();
+        let admin = Admin::spawn(
+            TcpListener::bind("127.0.0.1:0").expect("bind admin"),
+            AdminView {
+                registry: server.registry(),
+                health: server.health(),
+            },
+            &log,
+        )
+        .expect("admin starts");
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            run(listener, stop, &config, &logging::discard()).expect("server runs")
-        });
+        let thread = std::thread::spawn(move || server.run(listener, stop).expect("server runs"));
         TestServer {
             addr,
             audit_path,
             shutdown,
+            metrics,
+            health,
+            admin,
             thread: Some(thread),
             _dir: dir,
         }
@@ -85,6 +106,11 @@ impl TestServer {
     pub fn audit_lines(&self) -> Vec<String> {
         read_lines(&self.audit_path)
     }
+
+    /// `GET path` on the admin endpoint: (status code, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin.addr(), path)
+    }
 }
 
 impl Drop for TestServer {
@@ -94,6 +120,56 @@ impl Drop for TestServer {
             let _ = thread.join();
         }
     }
+}
+
+/// `GET path` over HTTP/1.1 at `addr`: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .expect("send request");
+    let response = String::from_utf8(read_to_close(&mut stream)).expect("UTF-8 response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name` (exact series, labels included) in a
+/// Prometheus text exposition.
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        (series == name).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Where this run is: on CI every test must run, so a missing tool or
+/// facility fails the test instead of skipping it.
+pub fn on_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Skips the calling test loudly, or fails it on CI. Returns so the test
+/// can `return` right after.
+pub fn skip(reason: &str) {
+    assert!(!on_ci(), "cannot run on CI: {reason}");
+    eprintln!("SKIPPED (not on CI): {reason}");
+}
+
+/// Whether `tool` is on the PATH (or in /usr/sbin, /sbin).
+pub fn have_tool(tool: &str) -> bool {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    on_path
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(tool).is_file())
 }
 
 /// The lines of a text file, or none if it does not exist yet.
@@ -250,6 +326,19 @@ pub fn unused_addr() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// Lines a child wrote to stderr, as they arrive.
+#[derive(Default)]
+struct StderrLines {
+    /// The lines so far, and whether the pipe reached EOF.
+    state: Mutex<(Vec<String>, bool)>,
+    /// Signalled on every new line and at EOF.
+    changed: Condvar,
+    /// The reader must stop reading (to let the pipe fill up).
+    paused: Mutex<bool>,
+    /// Signalled when `paused` changes.
+    unpaused: Condvar,
+}
+
 /// The real `prime-server` binary, started on `127.0.0.1:0`.
 pub struct ServerProcess {
     /// The child process.
@@ -258,8 +347,12 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// Its audit log.
     pub audit_path: PathBuf,
+    /// Its temporary directory (the audit log's parent's parent).
+    pub dir: PathBuf,
+    /// Its admin endpoint, when started with `--admin-listen`.
+    pub admin: Option<SocketAddr>,
     /// Every stderr line so far, collected by a reader thread.
-    stderr: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<StderrLines>,
     /// Keeps the audit directory alive.
     _dir: tempfile::TempDir,
 }
@@ -322,28 +415,46 @@ impl ServerProcess {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        let (stderr, lines) = collect_lines(child.stderr.take().expect("stderr piped"));
-        // The "listening" record comes once the socket is fully set up.
-        let addr = loop {
-            match lines.recv_timeout(IO_TIMEOUT) {
-                Ok(line) => {
-                    if let Some(addr) = parse_listening(&line) {
-                        break addr;
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("{program} did not report its address");
-                }
-            }
-        };
-        ServerProcess {
+        let stderr = collect_lines(child.stderr.take().expect("stderr piped"));
+        let mut server = ServerProcess {
             child,
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             audit_path,
+            dir: dir.path().to_path_buf(),
+            admin: None,
             stderr,
             _dir: dir,
-        }
+        };
+        // The "listening" record comes once the socket is fully set up.
+        let found = server.wait_for_stderr(IO_TIMEOUT, |text| {
+            text.lines().find_map(parse_listening).is_some()
+        });
+        let Some(addr) = found
+            .then(|| server.stderr().lines().find_map(parse_listening))
+            .flatten()
+        else {
+            let _ = server.child.kill();
+            panic!("{program} did not report its address: {}", server.stderr());
+        };
+        server.addr = addr;
+        server.admin = server
+            .stderr()
+            .lines()
+            .filter(|line| line.contains("admin endpoint listening"))
+            .find_map(record_address);
+        server
+    }
+
+    /// `GET path` on the admin endpoint (started with `--admin-listen
+    /// 127.0.0.1:0`): (status code, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin.expect("started with --admin-listen"), path)
+    }
+
+    /// The value of a metric on `/metrics` (0 if absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics");
+        metric(&text, name).unwrap_or(0.0)
     }
 
     /// Sends `signal` (e.g. `libc::SIGINT`) to the server.
@@ -354,31 +465,97 @@ impl ServerProcess {
         assert_eq!(rc, 0, "kill({pid}, {signal})");
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded) for the process to exit, and for its stderr to reach
+    /// EOF, so [`ServerProcess::stderr`] then holds everything it wrote.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
         let until = Instant::now() + limit;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+                break status;
             }
             if Instant::now() > until {
                 let _ = self.child.kill();
-                panic!("prime-server did not exit within {limit:?}");
+                panic!(
+                    "the server did not exit within {limit:?}: {}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
+        };
+        let _ = self.wait_for_eof(limit);
+        status
     }
 
     /// Everything written to stderr so far.
     pub fn stderr(&self) -> String {
-        // Let the reader thread catch up with what the process wrote.
-        std::thread::sleep(Duration::from_millis(50));
-        self.stderr.lock().expect("stderr lock").join("\n")
+        let state = self.stderr.state.lock().expect("stderr lock");
+        state.0.join("\n")
+    }
+
+    /// Waits until `condition` holds for the stderr text so far (checked on
+    /// every new line), or `limit` passes; returns whether it held.
+    pub fn wait_for_stderr(
+        &self,
+        limit: Duration,
+        mut condition: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let until = Instant::now() + limit;
+        let mut state = self.stderr.state.lock().expect("stderr lock");
+        loop {
+            if condition(&state.0.join("\n")) {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.1 {
+                return false;
+            }
+            state = self
+                .stderr
+                .changed
+                .wait_timeout(state, left)
+                .expect("stderr lock")
+                .0;
+        }
+    }
+
+    /// Waits until stderr contains `needle`; panics with the text if it
+    /// does not within `limit`.
+    pub fn expect_stderr(&self, needle: &str, limit: Duration) {
+        assert!(
+            self.wait_for_stderr(limit, |text| text.contains(needle)),
+            "no {needle:?} on stderr within {limit:?}: {}",
+            self.stderr()
+        );
+    }
+
+    /// Waits until the stderr pipe reaches EOF (the process exited).
+    fn wait_for_eof(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut state = self.stderr.state.lock().expect("stderr lock");
+        while !state.1 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .stderr
+                .changed
+                .wait_timeout(state, left)
+                .expect("stderr lock")
+                .0;
+        }
+        true
     }
 
     /// The audit log's lines so far.
     pub fn audit_lines(&self) -> Vec<String> {
         read_lines(&self.audit_path)
+    }
+
+    /// Stops reading the server's stderr, so the pipe fills up and its
+    /// writes block, as with a stalled journald.
+    pub fn stop_reading_stderr(&self) {
+        *self.stderr.paused.lock().expect("pause lock") = true;
     }
 }
 
@@ -386,6 +563,8 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        *self.stderr.paused.lock().expect("pause lock") = false;
+        self.stderr.unpaused.notify_all();
     }
 }
 
@@ -427,27 +606,37 @@ impl Write for SharedBuffer {
     }
 }
 
-/// Collects a pipe's lines into a shared vector on a thread; the receiver
-/// gets each line too, to wait for start-up.
-fn collect_lines(pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, Receiver<String>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let (line_tx, line_rx) = mpsc::channel();
+/// Collects a pipe's lines on a thread, signalling each one and EOF.
+fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<StderrLines> {
+    let lines = Arc::new(StderrLines::default());
     let sink = Arc::clone(&lines);
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
+            let mut paused = sink.paused.lock().expect("pause lock");
+            while *paused {
+                paused = sink.unpaused.wait(paused).expect("pause lock");
+            }
+            drop(paused);
             let Ok(line) = line else { break };
-            let _ = line_tx.send(line.clone());
-            sink.lock().expect("stderr lock").push(line);
+            sink.state.lock().expect("stderr lock").0.push(line);
+            sink.changed.notify_all();
         }
+        sink.state.lock().expect("stderr lock").1 = true;
+        sink.changed.notify_all();
     });
-    (lines, line_rx)
+    lines
 }
 
 /// The address in a "listening" record, term or JSON format.
 fn parse_listening(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
+    if !line.contains("listening") || line.contains("admin endpoint") {
         return None;
     }
+    record_address(line)
+}
+
+/// The `address` field of a record, term or JSON format.
+fn record_address(line: &str) -> Option<SocketAddr> {
     if let Ok(record) = serde_json::from_str::<serde_json::Value>(line) {
         return record.get("address")?.as_str()?.parse().ok();
     }
