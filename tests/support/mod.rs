@@ -359,7 +359,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the binary with `args` added after the test's own
-    /// `--listen 127.0.0.1:0 --audit-log <tmp>`.
+    /// `--listen 127.0.0.1:0 --audit-log <tmp>` (unless `args` name an
+    /// audit log of their own).
     pub fn start(args: &[&str]) -> ServerProcess {
         ServerProcess::start_with(args, |_| {})
     }
@@ -368,9 +369,18 @@ impl ServerProcess {
     /// (environment, resource limits) before it is spawned.
     pub fn start_with(args: &[&str], customize: impl FnOnce(&mut Command)) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
-        let audit_path = dir.path().join("logs/prime_server.log");
-        let mut full_args: Vec<String> =
-            vec!["--audit-log".into(), audit_path.display().to_string()];
+        let own = args
+            .iter()
+            .position(|a| *a == "--audit-log")
+            .and_then(|i| args.get(i + 1));
+        let (audit_path, mut full_args) = match own {
+            Some(path) => (PathBuf::from(path), Vec::new()),
+            None => {
+                let path = dir.path().join("logs/prime_server.log");
+                let args = vec!["--audit-log".to_owned(), path.display().to_string()];
+                (path, args)
+            }
+        };
         full_args.extend(args.iter().map(|a| (*a).to_owned()));
         ServerProcess::spawn(
             env!("CARGO_BIN_EXE_prime-server"),
