@@ -22,7 +22,7 @@ run: deps
 
 ## test: unit, integration and doc tests, the bench smoke run, criterion once per case
 test: deps
-	@scripts/ensure-tools.sh --optional logrotate python3
+	@scripts/ensure-tools.sh --optional logrotate python3 haproxy socat
 	$(CARGO) test
 	$(CARGO) test --benches
 

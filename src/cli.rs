@@ -1,17 +1,22 @@
 //! What the server binaries share from start to exit: build the logger,
-//! bind, install the signal handler, serve, drain the logger, and turn an
-//! error into one sentence on stderr with exit status 1.
+//! bind (or take the listening socket systemd passed, see
+//! [`inherited_listener`]), install the signal handler, serve, drain the
+//! logger, and turn an error into one sentence on stderr with exit status 1.
 
 use crate::config::CommonArgs;
 use crate::shutdown::{self, Shutdown};
 use crate::{logging, server};
 use anyhow::Context;
-use slog::Logger;
+use slog::{info, Logger};
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 /// Runs a server binary: `serve` gets the bound listener, the shutdown
 /// handle wired to SIGINT/SIGTERM, and the logger.
+///
+/// The listening socket is the one systemd passed through socket activation
+/// when there is one (`listen` is then ignored), else a fresh bind of
+/// `listen`.
 ///
 /// Exit status: 0 after a graceful stop, 1 (with `program: reason` on
 /// stderr) when it cannot start or serve.
@@ -21,10 +26,20 @@ pub fn run_server(
     common: &CommonArgs,
     serve: impl FnOnce(TcpListener, Shutdown, &Logger) -> anyhow::Result<()>,
 ) -> ExitCode {
+    // First, before the logger starts its thread: reading the activation
+    // variables also removes them from the environment.
+    let inherited = inherited_listener();
     let (log, guard) = logging::build(common.log_level, common.log_format);
     logging::route_panics(&log);
     let result = (|| {
-        let listener = server::bind(listen)?;
+        let listener = match inherited? {
+            Some(listener) => {
+                info!(log, "using the listening socket passed by systemd";
+                    "address" => %listener.local_addr()?, "ignored_listen" => %listen);
+                listener
+            }
+            None => server::bind(listen)?,
+        };
         let stop = Shutdown::new();
         shutdown::install_signal_handler(stop.clone(), program, log.clone())
             .context("cannot install the SIGINT/SIGTERM handler")?;
@@ -40,4 +55,33 @@ pub fn run_server(
             ExitCode::FAILURE
         }
     }
+}
+
+/// The TCP listening socket passed by systemd socket activation (`LISTEN_FDS`
+/// set, `LISTEN_PID` this process), or `None` when there is none, through
+/// the `listenfd` crate.
+///
+/// With an inherited socket a restart loses no connection: systemd keeps the
+/// socket open while the server stops and starts, so clients that connect
+/// meanwhile wait in its backlog for the next process instead of being
+/// refused (see `deploy/prime-server.socket`). The previous process may have
+/// left the socket non-blocking (the shutdown drain sets that flag, and it
+/// is shared by every copy of the socket), so it is made blocking again here.
+///
+/// # Errors
+///
+/// The first passed descriptor is not a TCP listening socket, or its mode
+/// cannot be set.
+pub fn inherited_listener() -> anyhow::Result<Option<TcpListener>> {
+    let mut passed = listenfd::ListenFd::from_env();
+    let Some(listener) = passed
+        .take_tcp_listener(0)
+        .context("the socket passed by systemd (LISTEN_FDS) is not a TCP socket")?
+    else {
+        return Ok(None);
+    };
+    listener
+        .set_nonblocking(false)
+        .context("cannot make the socket passed by systemd blocking")?;
+    Ok(Some(listener))
 }
