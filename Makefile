@@ -22,7 +22,7 @@ run: deps
 
 ## test: unit, integration and doc tests, the bench smoke run, criterion once per case
 test: deps
-	@scripts/ensure-tools.sh --optional logrotate python3
+	@scripts/ensure-tools.sh --optional logrotate python3 haproxy socat
 	$(CARGO) test
 	$(CARGO) test --benches
 
@@ -44,12 +44,15 @@ lint: deps
 soak: deps
 	$(CARGO) test --release --test soak -- --ignored --nocapture
 
-## fuzz: fuzz the line parser for FUZZ_SECONDS (installs cargo-fuzz if missing)
+## fuzz: fuzz each target (the line parser, the PROXY header parser) for
+## FUZZ_SECONDS (installs cargo-fuzz if missing); FUZZ_TARGETS=proxy_header for one
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= parse_line proxy_header
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "make fuzz: installing cargo-fuzz with cargo install"; $(CARGO) install cargo-fuzz --locked; }
 	# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_line -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && $(CARGO) check --locked --quiet
+	cd fuzz && for t in $(FUZZ_TARGETS); do RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 ## fmt: format the code
 fmt:

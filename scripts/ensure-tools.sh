@@ -9,6 +9,10 @@
 # the tests that need it skip themselves and say so.
 #   m4         required: the GMP that `rug` builds needs it
 #   logrotate  optional: a test runs the shipped logrotate example for real
+#   haproxy    optional: a test validates deploy/haproxy.cfg with `haproxy -c`;
+#              the balancer in front of several instances
+#   socat      optional: deploy/rolling-restart.sh talks to HAProxy's stats
+#              socket through it
 set -euo pipefail
 
 required=()

@@ -1,5 +1,6 @@
-//! What the server binaries share from start to exit: take an inherited
-//! listening socket or bind one, open the service, serve the admin
+//! What the server binaries share from start to exit: take the listening
+//! socket systemd passed (see [`inherited_listener`]) or bind one, open the
+//! service, serve the admin
 //! endpoint, wire the signals (SIGINT/SIGTERM stop, SIGHUP reopens logs),
 //! talk to systemd, serve, drain the logger, and turn an error into one
 //! sentence on stderr with exit status 1.
@@ -10,7 +11,6 @@ use crate::health::Health;
 use crate::shutdown::{self, Reload, Shutdown};
 use crate::{logging, server, systemd};
 use anyhow::Context;
-use listenfd::ListenFd;
 use prometheus_client::registry::Registry;
 use slog::{info, Logger};
 use std::net::{SocketAddr, TcpListener};
@@ -36,6 +36,10 @@ pub trait Served {
 /// Runs a server binary: `open` builds the service (audit log and all)
 /// once the logger exists; the rest is shared.
 ///
+/// The listening socket is the one systemd passed through socket activation
+/// when there is one (`listen` is then ignored), else a fresh bind of
+/// `listen`.
+///
 /// Exit status: 0 after a graceful stop, 1 (with `program: reason` on
 /// stderr) when it cannot start or serve.
 pub fn run_server<S: Served>(
@@ -44,21 +48,18 @@ pub fn run_server<S: Served>(
     common: &CommonArgs,
     open: impl FnOnce(&Logger) -> anyhow::Result<S>,
 ) -> ExitCode {
-    // Before any thread exists: listenfd clears LISTEN_FDS/LISTEN_PID.
-    let mut inherited = ListenFd::from_env();
+    // First, before the logger starts its thread: reading the activation
+    // variables also removes them from the environment.
+    let inherited = inherited_listener();
     let (log, guard) = logging::build(common.log_level, common.log_format);
     logging::route_panics(&log);
     let result = (|| {
-        let listener = match inherited
-            .take_tcp_listener(0)
-            .context("the socket passed by systemd (LISTEN_FDS) is not a TCP listener")?
-        {
+        let stop = Shutdown::new();
+        let listener = match inherited? {
             Some(listener) => {
-                listener
-                    .set_nonblocking(false)
-                    .context("cannot use the inherited socket")?;
-                info!(log, "using the listening socket passed by systemd (socket activation); --listen ignored";
-                    "address" => %listener.local_addr().context("inherited socket")?);
+                info!(log, "using the listening socket passed by systemd";
+                    "address" => %listener.local_addr()?, "ignored_listen" => %listen);
+                stop.share_listener();
                 listener
             }
             None => server::bind(listen)?,
@@ -78,7 +79,6 @@ pub fn run_server<S: Served>(
             }
             None => None,
         };
-        let stop = Shutdown::new();
         let signals =
             shutdown::install_signal_handlers(stop.clone(), program, &log, service.reloader())?;
         stop.on_request(Box::new(systemd::stopping));
@@ -102,4 +102,33 @@ pub fn run_server<S: Served>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// The TCP listening socket passed by systemd socket activation (`LISTEN_FDS`
+/// set, `LISTEN_PID` this process), or `None` when there is none, through
+/// the `listenfd` crate.
+///
+/// With an inherited socket a restart loses no connection: systemd keeps the
+/// socket open while the server stops and starts, so clients that connect
+/// meanwhile wait in its backlog for the next process instead of being
+/// refused (see `deploy/prime-server.socket`). The previous process may have
+/// left the socket non-blocking (the shutdown drain sets that flag, and it
+/// is shared by every copy of the socket), so it is made blocking again here.
+///
+/// # Errors
+///
+/// The first passed descriptor is not a TCP listening socket, or its mode
+/// cannot be set.
+pub fn inherited_listener() -> anyhow::Result<Option<TcpListener>> {
+    let mut passed = listenfd::ListenFd::from_env();
+    let Some(listener) = passed
+        .take_tcp_listener(0)
+        .context("the socket passed by systemd (LISTEN_FDS) is not a TCP socket")?
+    else {
+        return Ok(None);
+    };
+    listener
+        .set_nonblocking(false)
+        .context("cannot make the socket passed by systemd blocking")?;
+    Ok(Some(listener))
 }

@@ -328,16 +328,14 @@ impl Connection {
                 Ok(Some(header)) => {
                     self.input.drain(..header.len);
                     self.scanned = 0;
-                    if let Some(source) = header.source {
-                        self.peer = source;
-                    }
+                    self.peer = header.client(self.socket_peer);
                     self.expects_proxy_header = false;
                     if self.input.is_empty() {
                         self.line_started = None;
                     }
                 }
                 Ok(None) if self.peer_eof => {
-                    return Readiness::Rejected(ProxyError::Truncated);
+                    return Readiness::Rejected(ProxyError::Incomplete);
                 }
                 Ok(None) => return Readiness::Partial,
                 Err(e) => return Readiness::Rejected(e),

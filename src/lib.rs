@@ -26,6 +26,7 @@
 //! | [`protocol`] | the [`Verdict`](protocol::Verdict) and audit phrases |
 //! | [`parse`] | Python's `int()` grammar on bytes |
 //! | [`prime`] | primality: exact below 2^64, Baillie-PSW above |
+//! | [`proxy`] | PROXY protocol v1/v2 headers from a byte buffer, and `--trusted-proxies` |
 //! | [`audit`] | the append-only audit log |
 //! | [`escape`] | making client bytes safe for any log |
 //! | [`service`] | the prime [`Handler`](server::Handler) tying it together |

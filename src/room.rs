@@ -33,6 +33,7 @@
 //! Flushing and lingering connections finish as usual.
 
 use crate::conn::{Connection, LINGER};
+use crate::proxy::ProxyError;
 use crate::worker::{Input, Serve, Then};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -430,6 +431,12 @@ impl Room {
                             debug!(core.log(), "keep-alive connection idle; closing";
                                 "peer" => %entry.conn.peer(),
                                 "after" => ?entry.conn.limits().idle_timeout);
+                        }
+                        Input::Wait if !entry.conn.peer_known() => {
+                            core.metrics().proxy_rejected.inc();
+                            warn!(core.log(), "bad PROXY protocol header; closing without a reply";
+                                "peer" => %entry.conn.socket_peer(),
+                                "reason" => %ProxyError::Incomplete);
                         }
                         Input::Wait => {
                             core.metrics().timeouts.inc();

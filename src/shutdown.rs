@@ -47,6 +47,9 @@ struct Inner {
     waker: Mutex<Option<SocketAddr>>,
     /// Called once a stop is requested (to wake the waiting room, say).
     callbacks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// The listening socket outlives this process (systemd socket
+    /// activation): never shut it down, the next process needs it.
+    shared_listener: AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -82,9 +85,13 @@ impl Shutdown {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(listener) = listener.as_ref() {
-            if self.connect_to(listener).is_err() {
+            let shared = self.inner.shared_listener.load(Ordering::SeqCst);
+            if self.connect_to(listener).is_err() && !shared {
                 // Makes a blocked accept() return EINVAL at once; connections
-                // still in the backlog are reset, never half-answered.
+                // still in the backlog are reset, never half-answered. (A
+                // socket shared with systemd is left alone: the connect
+                // fails only when its backlog is full, and then accept()
+                // returns at once anyway.)
                 let _ = SockRef::from(listener).shutdown(std::net::Shutdown::Read);
             }
         }
@@ -113,6 +120,12 @@ impl Shutdown {
             callback();
         }
         callbacks.push(callback);
+    }
+
+    /// Marks the listening socket as shared with systemd (socket
+    /// activation): a stop never shuts it down.
+    pub fn share_listener(&self) {
+        self.inner.shared_listener.store(true, Ordering::SeqCst);
     }
 
     /// Whether `peer` is this handle's own wake-up connection.

@@ -154,10 +154,10 @@ impl<H: Handler> Core<H> {
     pub fn accept(self: &Arc<Self>, mut conn: Connection) {
         if let Some(trusted) = &self.proxy {
             let peer = conn.socket_peer();
-            if !trusted.contains(peer.ip()) {
+            if let Err(e) = trusted.check(peer.ip()) {
                 self.metrics.proxy_rejected.inc();
-                warn!(self.log, "connection from an untrusted address under --proxy-protocol; closing";
-                    "peer" => %peer);
+                warn!(self.log, "bad PROXY protocol header; closing without a reply";
+                    "peer" => %peer, "reason" => %e);
                 return;
             }
             conn.expect_proxy_header();
