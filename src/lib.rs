@@ -27,6 +27,7 @@
 //! | [`parse`] | Python's `int()` grammar on bytes |
 //! | [`prime`] | primality: exact below 2^64, Baillie-PSW above |
 //! | [`audit`] | the append-only audit log |
+//! | [`seal`] | forward-secure seals over the audit log, and their verification (`prime-audit`) |
 //! | [`escape`] | making client bytes safe for any log |
 //! | [`service`] | the prime [`Handler`](server::Handler) tying it together |
 //! | [`logging`] | the terminal logger (slog-term/json behind slog-async) |
@@ -50,6 +51,7 @@ pub mod logging;
 pub mod parse;
 pub mod prime;
 pub mod protocol;
+pub mod seal;
 pub mod server;
 pub mod service;
 pub mod shutdown;
