@@ -358,6 +358,17 @@ impl Record {
         )
     }
 
+    /// Sets `mac` to `key`'s MAC of [`Record::body`]. The sealer signs seal
+    /// `i` with `k_i`; public so tests can play an attacker with a stolen key.
+    pub fn sign(&mut self, key: &Key) {
+        self.mac = key.mac(self.body().as_bytes());
+    }
+
+    /// Whether `mac` is `key`'s MAC of [`Record::body`] (constant-time).
+    pub fn verifies(&self, key: &Key) -> bool {
+        key.verifies(self.body().as_bytes(), &self.mac)
+    }
+
     /// The full line, without its newline.
     pub fn to_line(&self) -> String {
         format!("{} mac={}", self.body(), hex::encode(self.mac))
@@ -444,6 +455,20 @@ impl Record {
         }
         Ok(record)
     }
+}
+
+/// One step of the running hash: `SHA-256(hash || line)`, `line` with its
+/// `\n`. Public so tools and tests can recompute a chain.
+pub fn next_hash(hash: &Hash32, line: &[u8]) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(hash);
+    h.update(line);
+    h.finalize().into()
+}
+
+/// A line's fingerprint in the `fp` field: its CRC-32.
+pub fn fingerprint(line: &[u8]) -> u32 {
+    crc32fast::hash(line)
 }
 
 /// `%XX`-escapes a path for the `file` field: no spaces, nothing a terminal
@@ -1447,7 +1472,7 @@ impl Sealer {
             fps: cut.fps.clone(),
             mac: ZERO,
         };
-        record.mac = self.key.mac(record.body().as_bytes());
+        record.sign(&self.key);
         let line = record.to_line();
         let line_hash = sha256(line.as_bytes());
         let state = State {
@@ -1778,11 +1803,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ok: {} file{}, {} lines, {} seals",
+            "ok: {} file{}, {} line{}, {} seal{}",
             self.files,
-            if self.files == 1 { "" } else { "s" },
+            plural(self.files as u64),
             self.lines,
-            self.seals
+            plural(self.lines),
+            self.seals,
+            plural(self.seals)
         )?;
         match &self.last_seal {
             Some(t) => write!(f, ", last seal {t}")?,
@@ -1817,6 +1844,14 @@ impl fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 
@@ -2010,7 +2045,7 @@ impl Walk<'_> {
                 return Err(fail(here, problem));
             }
             // Authenticate before believing any field.
-            if !self.key.verifies(record.body().as_bytes(), &record.mac) {
+            if !record.verifies(self.key) {
                 return Err(fail(here, Problem::BadMac { seq }));
             }
             if record.prev != self.prev {
@@ -2562,7 +2597,7 @@ mod tests {
         assert_eq!(state.next_seq, 3);
         for line in rig.seal_lines() {
             let r = Record::parse(&line).unwrap();
-            assert!(!state.key.verifies(r.body().as_bytes(), &r.mac));
+            assert!(!r.verifies(&state.key));
         }
         let mut k = Key(rig.key0.0.clone());
         for _ in 0..3 {
@@ -2719,7 +2754,7 @@ mod tests {
         let k3 = k1.step().step();
         for key in [&k1, &k3] {
             let mut r = Record::parse(&honest[2]).unwrap();
-            r.mac = key.mac(r.body().as_bytes());
+            r.sign(key);
             let mut seals = honest.clone();
             seals[2] = r.to_line();
             rig.set_seal_lines(&seals);
