@@ -157,6 +157,13 @@ impl Run {
             w.tracker.reopened(id, size);
         }
         self.seal();
+        // The final seal is in, and the seal file sits beside the rotated log.
+        assert!(
+            seal::seal_path(&rotated).exists(),
+            "{} has its seal file at once",
+            rotated.display()
+        );
+        assert!(!seal::seal_path(&self.log).exists());
         rotated
     }
 
