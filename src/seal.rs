@@ -836,7 +836,10 @@ impl State {
     }
 
     fn render(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::new());
+        // Sized up front: a growing String reallocates and frees its old
+        // buffer, key included, without zeroizing it.
+        let room = 1024 + self.last.as_ref().map_or(0, String::len);
+        let mut s = Zeroizing::new(String::with_capacity(room));
         let dash = || "-".to_owned();
         s.push_str(STATE_MAGIC);
         s.push('\n');
@@ -949,18 +952,19 @@ impl State {
 
     fn load(path: &Path) -> Result<State, SealError> {
         let mut file = File::open(path).map_err(io_err("open the sealing state", path))?;
-        let mode = file
+        let meta = file
             .metadata()
-            .map_err(io_err("stat the sealing state", path))?
-            .permissions()
-            .mode();
+            .map_err(io_err("stat the sealing state", path))?;
+        let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(SealError::StatePermissions {
                 path: path.to_path_buf(),
                 mode: mode & 0o7777,
             });
         }
-        let mut text = Zeroizing::new(String::new());
+        // Sized up front so no reallocation leaves a copy of the key behind.
+        let room = usize::try_from(meta.len()).unwrap_or(0) + 1;
+        let mut text = Zeroizing::new(String::with_capacity(room));
         file.read_to_string(&mut text)
             .map_err(io_err("read the sealing state", path))?;
         State::parse(&text).map_err(|why| SealError::StateCorrupt {

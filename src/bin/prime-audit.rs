@@ -100,7 +100,8 @@ fn keygen(state: &std::path::Path) -> anyhow::Result<()> {
 /// The key from the argument, or from stdin's first line for `-`.
 fn read_key(arg: &str) -> anyhow::Result<Key> {
     if arg == "-" {
-        let mut line = Zeroizing::new(String::new());
+        // Room for the key, so the buffer holding it never reallocates.
+        let mut line = Zeroizing::new(String::with_capacity(256));
         std::io::stdin()
             .lock()
             .read_line(&mut line)
