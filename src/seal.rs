@@ -2941,6 +2941,54 @@ mod tests {
         );
     }
 
+    /// SIGHUP found a file with bytes already in it: they are not the
+    /// server's, so the seals start after them and the verifier says so.
+    #[test]
+    fn bytes_found_in_a_file_opened_at_reopen_are_skipped_and_reported() {
+        let mut rig = Rig::new();
+        rig.write(2);
+        let rotated = rig.dir.path().join("audit.log.old");
+        std::fs::rename(&rig.log, &rotated).unwrap();
+        std::fs::write(&rig.log, b"someone else's\nbytes").unwrap();
+        rig.file = append_open(&rig.log);
+        rig.tracker.reopened(FileId::of(&rig.file).unwrap(), 20);
+        rig.write(2);
+        rig.seal();
+        rig.shutdown();
+        let logs = [rotated, rig.log.clone()];
+        let report = verify(&rig.key0, &logs).unwrap();
+        assert_eq!(report.skipped, vec![(rig.log.clone(), 20)]);
+        assert_eq!((report.lines, report.seals), (4, 3));
+        assert!(report
+            .to_string()
+            .contains("starts with 20 bytes that were there before"));
+        // Editing the skipped bytes is not caught (they are not sealed);
+        // shortening them shifts the sealed lines and is.
+        let bytes = std::fs::read(&rig.log).unwrap();
+        std::fs::write(
+            &rig.log,
+            [&b"SOMEONE ELSE'S\nBYTES"[..], &bytes[20..]].concat(),
+        )
+        .unwrap();
+        assert!(verify(&rig.key0, &logs).is_ok());
+        std::fs::write(&rig.log, &bytes[1..]).unwrap();
+        assert!(verify(&rig.key0, &logs).is_err());
+    }
+
+    #[test]
+    fn a_torn_last_seal_record_is_ignored_and_reported() {
+        let mut rig = Rig::new();
+        rig.write(2);
+        rig.seal();
+        let mut f = append_open(&seal_path(&rig.log));
+        f.write_all(b"seal v1 seq=1 fileno=0 why=int").unwrap();
+        let report = rig.verify().unwrap();
+        assert_eq!(report.torn, vec![rig.log.clone()]);
+        assert!(report
+            .to_string()
+            .contains("ends in a torn seal record (ignored)"));
+    }
+
     #[test]
     fn cuts_must_be_sealed_in_order() {
         let mut rig = Rig::new();
