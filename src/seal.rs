@@ -1221,33 +1221,35 @@ impl Sealer {
             .metadata()
             .map_err(io_err("stat the audit log", log_path))?
             .len();
-        let continuing = sealer
+        let same_file = sealer
             .seg
-            .as_ref()
-            .is_some_and(|s| s.path == log_path && s.id == log_id);
-        let mut tracker = if continuing {
-            let seg = sealer.seg.clone().unwrap_or_else(|| unreachable!());
-            if size < state.len {
-                return Err(SealError::LogTruncated {
+            .clone()
+            .filter(|s| s.path == log_path && s.id == log_id);
+        let mut tracker = match same_file {
+            Some(seg) => {
+                if size < state.len {
+                    return Err(SealError::LogTruncated {
+                        path: log_path.to_path_buf(),
+                        size,
+                        sealed: state.len,
+                    });
+                }
+                Tracker::new(seg, state.len, state.lines, state.hash, 0)
+            }
+            None => {
+                resumed.new_file = true;
+                if let Some(old) = sealer.seg.clone() {
+                    sealer.sidecar = None;
+                    resumed.moved_sidecar = retire_sidecar(&old, log_path)?;
+                }
+                let seg = Arc::new(Segment {
+                    fileno: sealer.seg.as_ref().map_or(0, |s| s.fileno + 1),
                     path: log_path.to_path_buf(),
-                    size,
-                    sealed: state.len,
+                    id: log_id,
+                    skip: 0,
                 });
+                Tracker::new(seg, 0, 0, state.hash, 0)
             }
-            Tracker::new(seg, state.len, state.lines, state.hash, 0)
-        } else {
-            resumed.new_file = true;
-            if let Some(old) = sealer.seg.clone() {
-                sealer.sidecar = None;
-                resumed.moved_sidecar = retire_sidecar(&old, log_path)?;
-            }
-            let seg = Arc::new(Segment {
-                fileno: sealer.seg.as_ref().map_or(0, |s| s.fileno + 1),
-                path: log_path.to_path_buf(),
-                id: log_id,
-                skip: 0,
-            });
-            Tracker::new(seg, 0, 0, state.hash, 0)
         };
         let start = tracker.len;
         log.seek(SeekFrom::Start(start))
