@@ -21,8 +21,8 @@
 //!   only *locate* a tampered line (they are authenticated by the seal's MAC,
 //!   but integrity rests on the SHA-256 chain, not on them).
 //! - [`Tracker`] lives inside the audit writer's mutex: [`Tracker::observe`]
-//!   hashes the bytes just appended (no I/O, no allocation but the 4-byte
-//!   fingerprint), and [`Tracker::cut`] / [`Tracker::shutdown`] /
+//!   hashes the bytes just appended (no I/O; it only pushes a 4-byte
+//!   fingerprint per line onto a vector), and [`Tracker::cut`] / [`Tracker::shutdown`] /
 //!   [`Tracker::reopened`] take cheap snapshots ([`Cut`]s).
 //! - [`Sealer`] lives in one sealing thread: [`Sealer::seal`] turns cuts into
 //!   seal records, persists the evolved key and appends the records, all
@@ -49,6 +49,10 @@
 //! | `prev` | SHA-256 of the previous seal line (zeros for seal 0) | splicing seals from elsewhere, removal |
 //! | `fp` | fingerprints of the lines since the previous seal, or `-` beyond [`MAX_FP_LINES`] | (locating the first bad line) |
 //! | `mac` | HMAC-SHA-256 with `k_i` over the line up to ` mac=` | forgery by anyone without `k_i` |
+//!
+//! A seal replayed from another log's chain fails its MAC (another `k_0`);
+//! one moved within this chain, or into another file of it, breaks `seq`,
+//! `prev`, `fileno` or the running hash at its new place.
 //!
 //! An attacker who copies the state file when it holds `k_j` can forge seals
 //! numbered `j` and later, never earlier ones: the verifier checks seal `i`
