@@ -28,6 +28,7 @@
 //! | [`prime`] | primality: exact below 2^64, Baillie-PSW above |
 //! | [`proxy`] | PROXY protocol v1/v2 headers from a byte buffer, and `--trusted-proxies` |
 //! | [`audit`] | the append-only audit log |
+//! | [`seal`] | forward-secure seals over the audit log, and their verification (`prime-audit`) |
 //! | [`escape`] | making client bytes safe for any log |
 //! | [`service`] | the prime [`Handler`](server::Handler) tying it together |
 //! | [`logging`] | the terminal logger (slog-term/json behind slog-async) |
@@ -58,6 +59,7 @@ pub mod prime;
 pub mod protocol;
 pub mod proxy;
 pub mod room;
+pub mod seal;
 pub mod server;
 pub mod service;
 pub mod shutdown;
