@@ -26,10 +26,17 @@
 //!   and closed and the path opened again (created if missing), under the
 //!   writer's lock, so no line is lost, torn or written twice; `logrotate`
 //!   can use `create` instead of `copytruncate`. (`copytruncate` still
-//!   works: with `O_APPEND` the next line lands at the new end.)
+//!   works: with `O_APPEND` the next line lands at the new end; but it
+//!   destroys sealed bytes, so it cannot be used with sealing.)
+//! * **Sealing** (`--audit-seal STATE`, see [`crate::seal`]): every
+//!   appended byte is hashed under the writer's lock (cheap, no I/O); a
+//!   sealing thread, every `--seal-interval` when lines were written, at
+//!   every reopen and at shutdown, syncs the log and appends a seal record
+//!   to `<log>.seal` outside the lock, then evolves its key.
 
 use crate::metrics::{seconds, AuditMetrics};
 use crate::protocol::Answer;
+use crate::seal::{FileId, SealError, Sealer, Tracker};
 use slog::{error, info, warn, Logger};
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -118,9 +125,21 @@ pub enum AuditError {
         /// What the operating system said.
         source: io::Error,
     },
-    /// The background sync thread could not start.
-    #[error("cannot start the audit sync thread: {0}")]
+    /// The background sync or sealing thread could not start.
+    #[error("cannot start an audit thread: {0}")]
     Thread(io::Error),
+    /// Sealing could not resume from its state file.
+    #[error("cannot start sealing the audit log: {0}")]
+    Seal(#[from] SealError),
+}
+
+/// How the audit log is sealed (`--audit-seal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealOptions {
+    /// The sealing state file (made by `prime-audit keygen`).
+    pub state: PathBuf,
+    /// How often new lines are sealed.
+    pub interval: Duration,
 }
 
 /// Why an append did not make it.
@@ -144,8 +163,8 @@ pub enum AppendError {
 pub struct AuditLog {
     /// Everything the writer, the syncer and readers of health share.
     shared: Arc<Shared>,
-    /// The `interval` sync thread, if any.
-    syncer: Mutex<Option<JoinHandle<()>>>,
+    /// The `interval` sync thread and the sealing thread, if any.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// What the audit threads share.
@@ -168,10 +187,14 @@ struct Shared {
     write_failing: AtomicBool,
     /// The last sync failed (cleared by the next successful one).
     sync_failing: AtomicBool,
-    /// The log is closing: the syncer exits.
-    closing: Mutex<bool>,
-    /// Signalled when closing.
-    closing_signal: Condvar,
+    /// The log is closing (the syncer and sealer exit), and a seal is
+    /// wanted now (after a reopen).
+    control: Mutex<Control>,
+    /// Signalled when `control` changes.
+    control_signal: Condvar,
+    /// The sealing thread's half (seal records, key, state file); only
+    /// that thread and the final seal use it.
+    sealer: Option<Mutex<Sealer>>,
     /// Failure and sync counters.
     metrics: AuditMetrics,
     /// Where failures and recoveries are reported.
@@ -189,6 +212,17 @@ struct Writer {
     unreported: u64,
     /// When the last warning about failing appends was logged.
     last_warning: Option<Instant>,
+    /// Hashes what is appended, for sealing.
+    tracker: Option<Tracker>,
+}
+
+/// What the background threads are told.
+#[derive(Debug, Default)]
+struct Control {
+    /// Exit.
+    closing: bool,
+    /// Seal now (a reopen ended a file).
+    seal_now: bool,
 }
 
 /// A short write waiting to be undone.
@@ -220,6 +254,7 @@ impl AuditLog {
     pub fn open(
         path: &Path,
         policy: SyncPolicy,
+        seal: Option<&SealOptions>,
         metrics: AuditMetrics,
         log: &Logger,
     ) -> Result<AuditLog, AuditError> {
@@ -233,6 +268,20 @@ impl AuditLog {
             path: path.to_path_buf(),
             source,
         })?;
+        let (sealer, tracker) = match seal {
+            Some(options) => {
+                let (sealer, tracker, resumed) =
+                    Sealer::open(&options.state, path, SystemTime::now())?;
+                info!(log, "sealing the audit log";
+                    "state" => %options.state.display(),
+                    "interval" => ?options.interval,
+                    "next_seal" => resumed.next_seq,
+                    "new_file" => resumed.new_file,
+                    "sealed_at_start" => resumed.adopted_lines);
+                (Some(Mutex::new(sealer)), Some(tracker))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -240,6 +289,7 @@ impl AuditLog {
                 undo: None,
                 unreported: 0,
                 last_warning: None,
+                tracker,
             }),
             policy,
             commit: Mutex::new(Commit::default()),
@@ -247,26 +297,35 @@ impl AuditLog {
             written: AtomicU64::new(0),
             write_failing: AtomicBool::new(false),
             sync_failing: AtomicBool::new(false),
-            closing: Mutex::new(false),
-            closing_signal: Condvar::new(),
+            control: Mutex::new(Control::default()),
+            control_signal: Condvar::new(),
+            sealer,
             metrics,
             log: log.clone(),
         });
-        let syncer = match policy {
-            SyncPolicy::Interval(every) => {
-                let shared = Arc::clone(&shared);
-                Some(
-                    std::thread::Builder::new()
-                        .name("audit-sync".into())
-                        .spawn(move || shared.sync_every(every))
-                        .map_err(AuditError::Thread)?,
-                )
-            }
-            SyncPolicy::None | SyncPolicy::Always => None,
-        };
+        let mut threads = Vec::new();
+        if let SyncPolicy::Interval(every) = policy {
+            let shared = Arc::clone(&shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("audit-sync".into())
+                    .spawn(move || shared.sync_every(every))
+                    .map_err(AuditError::Thread)?,
+            );
+        }
+        if let Some(options) = seal {
+            let shared = Arc::clone(&shared);
+            let every = options.interval;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("audit-seal".into())
+                    .spawn(move || shared.seal_every(every))
+                    .map_err(AuditError::Thread)?,
+            );
+        }
         Ok(AuditLog {
             shared,
-            syncer: Mutex::new(syncer),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -350,29 +409,37 @@ impl AuditLog {
         if let Err(e) = self.shared.timed_sync(&writer.file) {
             error!(self.shared.log, "cannot sync the audit log before reopening it"; "error" => %e);
         }
+        if let Some(tracker) = writer.tracker.as_mut() {
+            let id = FileId::of(&new)?;
+            let size = new.metadata()?.len();
+            tracker.reopened(id, size);
+        }
         writer.file = Arc::new(new);
         writer.undo = None;
         drop(writer);
         self.shared.metrics.reopens.inc();
+        if self.shared.sealer.is_some() {
+            self.shared.lock_control().seal_now = true;
+            self.shared.control_signal.notify_all();
+        }
         Ok(())
     }
 
-    /// Stops the background syncer (the log stays usable).
+    /// Stops the background threads and, when sealing, seals what is left
+    /// (a `shutdown` seal). The log stays usable, unsealed; call it once
+    /// serving is over.
     pub fn close(&self) {
-        *self
-            .shared
-            .closing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = true;
-        self.shared.closing_signal.notify_all();
-        let syncer = self
-            .syncer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(syncer) = syncer {
-            let _ = syncer.join();
+        let already = std::mem::replace(&mut self.shared.lock_control().closing, true);
+        if already {
+            return;
         }
+        self.shared.control_signal.notify_all();
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        self.shared.seal(Tracker::shutdown);
     }
 }
 
@@ -434,6 +501,9 @@ impl Shared {
                 }
             }
             return Err(self.failed(&mut writer, AppendError::Write(e)));
+        }
+        if let Some(tracker) = writer.tracker.as_mut() {
+            tracker.observe(bytes);
         }
         let seq = self.written.load(Ordering::Relaxed) + 1;
         self.written.store(seq, Ordering::Release);
@@ -540,26 +610,92 @@ impl Shared {
         upto
     }
 
+    /// The background threads' instructions.
+    fn lock_control(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The `interval` syncer: syncs every `every` while lines were written.
     fn sync_every(&self, every: Duration) {
         let mut synced = 0;
-        let mut closing = self.closing.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*closing {
-            closing = self
-                .closing_signal
-                .wait_timeout(closing, every)
+        let mut control = self.lock_control();
+        while !control.closing {
+            control = self
+                .control_signal
+                .wait_timeout(control, every)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             let written = self.written.load(Ordering::Acquire);
             if written == synced {
                 continue;
             }
+            drop(control);
             let file = Arc::clone(&self.lock_writer().file);
             match self.timed_sync(&file) {
                 Ok(()) => synced = written,
                 Err(e) => {
                     self.after_sync_failure(&e);
                 }
+            }
+            control = self.lock_control();
+        }
+    }
+
+    /// The sealing thread: every `every` (or at once after a reopen),
+    /// seals the lines written since the last seal.
+    fn seal_every(&self, every: Duration) {
+        let mut control = self.lock_control();
+        while !control.closing {
+            if !control.seal_now {
+                control = self
+                    .control_signal
+                    .wait_timeout(control, every)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            if control.closing {
+                break;
+            }
+            control.seal_now = false;
+            drop(control);
+            self.seal(Tracker::cut);
+            control = self.lock_control();
+        }
+    }
+
+    /// Takes cuts with `take` under the writer's lock, then (outside it)
+    /// syncs the log so the sealed bytes are on disk, and seals them.
+    fn seal(&self, take: impl FnOnce(&mut Tracker) -> Vec<crate::seal::Cut>) {
+        let Some(sealer) = &self.sealer else { return };
+        let mut sealer = sealer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (cuts, file) = {
+            let mut writer = self.lock_writer();
+            let Some(tracker) = writer.tracker.as_mut() else {
+                return;
+            };
+            (take(tracker), Arc::clone(&writer.file))
+        };
+        if cuts.is_empty() {
+            return;
+        }
+        if let Err(e) = self.timed_sync(&file) {
+            error!(self.log, "cannot sync the audit log before sealing it"; "error" => %e);
+        }
+        match sealer.seal(cuts, SystemTime::now()) {
+            Ok(sealed) => {
+                self.metrics
+                    .seals
+                    .inc_by(u64::try_from(sealed.len()).unwrap_or(u64::MAX));
+                for seal in sealed.iter().filter(|s| s.moved_sidecar.is_some()) {
+                    info!(self.log, "sealed the rotated audit log";
+                        "seal" => seal.seq,
+                        "sidecar" => %seal.moved_sidecar.as_deref().unwrap_or(Path::new("")).display());
+                }
+            }
+            Err(e) => {
+                // The cuts stay queued in the sealer and go with the next seal.
+                self.metrics.seal_failures.inc();
+                error!(self.log, "cannot seal the audit log; will retry"; "error" => %e);
             }
         }
     }
@@ -589,7 +725,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn open(path: &Path, policy: SyncPolicy) -> AuditLog {
-        AuditLog::open(path, policy, AuditMetrics::default(), &discard()).unwrap()
+        AuditLog::open(path, policy, None, AuditMetrics::default(), &discard()).unwrap()
     }
 
     #[test]
@@ -648,6 +784,7 @@ mod tests {
         let err = AuditLog::open(
             Path::new("/proc/definitely/not/here.log"),
             SyncPolicy::None,
+            None,
             AuditMetrics::default(),
             &discard(),
         )
@@ -682,6 +819,7 @@ mod tests {
             AuditLog::open(
                 &dir.path().join("a.log"),
                 SyncPolicy::Always,
+                None,
                 metrics.clone(),
                 &discard(),
             )
@@ -710,6 +848,7 @@ mod tests {
         let log = AuditLog::open(
             &dir.path().join("a.log"),
             SyncPolicy::Interval(Duration::from_millis(5)),
+            None,
             metrics.clone(),
             &discard(),
         )

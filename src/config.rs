@@ -1,7 +1,7 @@
 //! Command-line options of the binaries (clap, each flag with an env var),
 //! turned into the library's plain option structs.
 
-use crate::audit::SyncPolicy;
+use crate::audit::{SealOptions, SyncPolicy};
 use crate::clients::Rate;
 use crate::conn::Limits;
 use crate::logging::{LogFormat, LogLevel};
@@ -54,6 +54,14 @@ pub struct ServerArgs {
     /// How durable an answer's audit line is before the reply: none (in the kernel: survives kill -9), interval:DUR (fdatasync every DUR), always (fdatasync before each reply, shared by concurrent requests)
     #[arg(long, env = "PRIME_SERVER_AUDIT_SYNC", default_value = "none")]
     pub audit_sync: SyncPolicy,
+
+    /// Seal the audit log with this sealing state (made by `prime-audit keygen --state PATH`): forward-secure seal records go to <audit-log>.seal [default: off]
+    #[arg(long, env = "PRIME_SERVER_AUDIT_SEAL")]
+    pub audit_seal: Option<PathBuf>,
+
+    /// With --audit-seal, how often new lines are sealed (10ms to 1h)
+    #[arg(long, env = "PRIME_SERVER_SEAL_INTERVAL", default_value = "1s", value_parser = parse_seal_interval)]
+    pub seal_interval: Duration,
 
     /// Heavy-lane threads: big-number (above 2^64) tests run at once, at most [default: number of cores]
     #[arg(long, env = "PRIME_SERVER_BIG_TESTS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
@@ -199,6 +207,10 @@ impl ServerArgs {
         Config {
             audit_log: self.audit_log.clone(),
             audit_sync: self.audit_sync,
+            audit_seal: self.audit_seal.as_ref().map(|state| SealOptions {
+                state: state.clone(),
+                interval: self.seal_interval,
+            }),
             server: ServerOptions {
                 heavy_threads: self.big_tests.unwrap_or_else(cores),
                 ..self.common.server_options()
@@ -239,6 +251,19 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 /// A message clap prints, naming the bounds.
 pub fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     parse_bounded_duration(text, MAX_IDLE)
+}
+
+/// Parses a seal interval: from 10 ms to an hour.
+///
+/// # Errors
+///
+/// A message clap prints, naming the bounds.
+pub fn parse_seal_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_bounded_duration(text, MAX_TIMEOUT)?;
+    if d < Duration::from_millis(10) {
+        return Err("must be between 10ms and 1h".into());
+    }
+    Ok(d)
 }
 
 /// Parses a duration of at least 1 ms and at most `max`.
@@ -305,6 +330,8 @@ mod tests {
             ("--max-line-bytes", "99999999999"),
             ("--max-rate-per-ip", "0/s"),
             ("--trusted-proxies", "10.0.0.0/99"),
+            ("--seal-interval", "1ms"),
+            ("--audit-sync", "sometimes"),
         ] {
             let err = ServerArgs::try_parse_from(["p", flag, value]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{flag} {value}");

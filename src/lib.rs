@@ -67,7 +67,7 @@ pub mod sync;
 pub mod systemd;
 pub mod worker;
 
-use crate::audit::{AuditError, AuditLog, SyncPolicy};
+use crate::audit::{AuditError, AuditLog, SealOptions, SyncPolicy};
 use crate::health::Health;
 use crate::metrics::{register_build_info, registry_for, AuditMetrics, CoreMetrics};
 use crate::protocol::Verdict;
@@ -90,6 +90,8 @@ pub struct Config {
     pub audit_log: PathBuf,
     /// How durable an answered request's audit line is.
     pub audit_sync: SyncPolicy,
+    /// `Some` to seal the audit log (forward-secure, see [`seal`]).
+    pub audit_seal: Option<SealOptions>,
     /// The core's options: pool, waiting room, lane, admission, deadlines.
     pub server: ServerOptions,
     /// The prime service's options.
@@ -101,6 +103,7 @@ impl Default for Config {
         Config {
             audit_log: PathBuf::from("logs/prime_server.log"),
             audit_sync: SyncPolicy::None,
+            audit_seal: None,
             server: ServerOptions::default(),
             prime: PrimeOptions::default(),
         }
@@ -199,6 +202,7 @@ impl PrimeServer {
         let audit = AuditLog::open(
             &config.audit_log,
             config.audit_sync,
+            config.audit_seal.as_ref(),
             metrics.audit.clone(),
             log,
         )?;

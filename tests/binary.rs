@@ -174,8 +174,14 @@ fn sigint_with_requests_in_flight_is_graceful() {
 fn second_signal_exits_at_once_with_130() {
     // An echo client that sends big lines and never reads its replies keeps
     // the graceful stop waiting for the write timeout (30 s here).
-    let mut server =
-        ServerProcess::start_echo(&["--write-timeout", "30s", "--shutdown-timeout", "60s"]);
+    let mut server = ServerProcess::start_echo(&[
+        "--write-timeout",
+        "30s",
+        "--shutdown-timeout",
+        "60s",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     let mut hog = connect(server.addr);
     use std::io::Write as _;
     let line = [b"x".repeat(60_000), b"\n".to_vec()].concat();
@@ -188,11 +194,11 @@ fn second_signal_exits_at_once_with_130() {
         }
         hog
     });
+    // The replies have backed up: the connection waits in the room for
+    // the client to read.
     assert!(wait_until(Duration::from_secs(10), || server
-        .stderr()
-        .contains("listening")));
-    // The replies have backed up once the writer blocks; give it a moment.
-    std::thread::sleep(Duration::from_millis(300));
+        .metric("echo_server_connections_waiting")
+        == 1.0));
     server.signal(libc::SIGINT);
     assert!(wait_until(Duration::from_secs(10), || server
         .stderr()

@@ -1,5 +1,5 @@
 //! What an operator relies on: `/metrics`, `/livez`, `/readyz`, systemd
-//! notifications and socket activation, SIGHUP rotation without loss, and
+//! notifications, SIGHUP rotation without loss, and
 //! the audit sync modes (ordering checked with strace, failures injected
 //! with libfiu). README "Running it", "Metrics and health", "Rotation",
 //! "Durability". Loopback only; every wait is bounded.
@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use support::{
@@ -360,45 +359,4 @@ fn systemd_hears_ready_watchdog_and_stopping() {
         assert!(heard.len() < 1000, "{heard:?}");
     }
     assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
-}
-
-#[test]
-fn a_socket_inherited_from_systemd_is_served() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let fd = listener.as_raw_fd();
-    let mut server = ServerProcess::start_with(&[], |command| {
-        command.env("LISTEN_FDS", "1");
-        // SAFETY: dup2 and fcntl are async-signal-safe; nothing else runs
-        // between fork and exec. The inherited socket becomes fd 3, open
-        // across exec, as systemd passes it.
-        unsafe {
-            command.pre_exec(move || {
-                let ok = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(fd, 3) == 3
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-    });
-    drop(listener);
-    assert_eq!(
-        server.addr, addr,
-        "the server should listen on the inherited socket"
-    );
-    assert!(server.stderr().contains("passed by systemd"));
-    assert_eq!(ask(addr, "17"), "T\n");
-    server.signal(libc::SIGINT);
-    assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
-    // Connections made while it was down would wait in the (closed) socket;
-    // here the socket closed with it.
-    assert!(TcpStream::connect(addr).is_err());
 }

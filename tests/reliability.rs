@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
     ask, ask_line, audited_answers, capture_logger, connect, connect_sending, open_sockets,
-    parse_audit, read_to_close, under_load, wait_until, ServerProcess, TestServer,
+    parse_audit, read_to_close, under_load, wait_until, ServerProcess, TestServer, IO_TIMEOUT,
 };
 
 /// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
@@ -64,12 +64,12 @@ fn a_trickling_client_is_cut_off_at_the_deadline() {
         server.audit_lines().is_empty(),
         "a timed-out request has no audit line"
     );
-    let stderr = server.stderr();
     assert!(
-        stderr.lines().any(|l| l.contains("WARN")
+        server.wait_for_stderr(IO_TIMEOUT, |text| text.lines().any(|l| l.contains("WARN")
             && l.contains("timed out")
-            && l.contains(&client_addr.to_string())),
-        "no warn record naming the peer: {stderr}"
+            && l.contains(&client_addr.to_string()))),
+        "no warn record naming the peer: {}",
+        server.stderr()
     );
 }
 
