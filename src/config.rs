@@ -55,7 +55,7 @@ pub struct ServerArgs {
     #[arg(long, env = "PRIME_SERVER_AUDIT_SYNC", default_value = "none")]
     pub audit_sync: SyncPolicy,
 
-    /// Seal the audit log with this sealing state (made by `prime-audit keygen --state PATH`): forward-secure seal records go to <audit-log>.seal [default: off]
+    /// Seal the audit log with this sealing state (made by `prime-audit keygen --state PATH`): forward-secure seal records go to AUDIT_LOG.seal [default: off]
     #[arg(long, env = "PRIME_SERVER_AUDIT_SEAL")]
     pub audit_seal: Option<PathBuf>,
 

@@ -7,39 +7,60 @@
 //!
 //! # Architecture
 //!
+//! One job per thread, as in Tomcat's NIO connector (Acceptor, Poller,
+//! Executor), around the user's blocking accept loop and fixed pool:
+//!
 //! ```text
-//!  TcpListener --accept--> [server] --slot--> threadpool --> Handler::handle
-//!   (blocking)              admission,         (fixed size)    [service]
-//!                           back-off,                            |  read line [conn]
-//!                           shutdown drain                       |  parse     [parse]
-//!                                                                |  decide    [prime]
-//!                                                                |  audit     [audit]
-//!                                                                '  reply     [protocol]
+//!  TcpListener --accept--> [server] ---- line already there? ----yes---.
+//!   (blocking)             admission,      | no                         v
+//!                          PROXY trust     v                     threadpool worker [worker]
+//!                                       [room] --line complete-->  Handler::serve [service, echo]
+//!                                  one mio thread:                   parse  [parse]
+//!                                  waiting for a line,               decide [prime]
+//!                                  slow readers, idle               audit  [audit] -> [seal]
+//!                                  keep-alive, lingering,           reply  [conn]
+//!                                  rate-limited; deadlines             |  big number?
+//!                                       ^                              v
+//!                                       '--- no line buffered ---  [lane] heavy lane,
+//!                                                                   fair by address
 //! ```
+//!
+//! A connection holds a worker only while it has a complete line to
+//! answer: stalled, idle and slow clients wait in the room, and numbers
+//! above 2^64 wait for the heavy lane, so no client can starve the others.
 //!
 //! | module | concern |
 //! | --- | --- |
-//! | [`config`] | command-line flags and env vars, turned into [`Config`] |
-//! | [`server`] | the generic core: bind, accept loop, admission, pool, panics |
-//! | [`shutdown`] | the stop flag, waking `accept()`, SIGINT/SIGTERM |
-//! | [`conn`] | one connection: line framing, deadlines, line limit, close |
+//! | [`config`] | command-line flags and env vars (bounded), turned into [`Config`] |
+//! | [`cli`] | start-up and exit shared by the server binaries: bind or inherit, admin, signals, systemd |
+//! | [`server`] | the accept loop: bind, admission, accept back-off, fast path, the stop sequence |
+//! | [`room`] | the waiting room: readiness (mio), deadlines, slow readers, lingering closes |
+//! | [`worker`] | what a worker does with a ready connection: a turn, replies, where it goes next |
+//! | [`lane`] | the heavy lane: threads of its own, a queue fair by client address |
+//! | [`clients`] | per-address connection cap and rate limit |
+//! | [`conn`] | one connection: non-blocking line framing, line limit, replies, close |
+//! | [`proxy`] | PROXY protocol v1/v2 headers from a byte buffer, and `--trusted-proxies` |
+//! | [`shutdown`] | the stop flag, waking `accept()`, SIGINT/SIGTERM/SIGHUP |
 //! | [`protocol`] | the [`Verdict`](protocol::Verdict) and audit phrases |
 //! | [`parse`] | Python's `int()` grammar on bytes |
 //! | [`prime`] | primality: exact below 2^64, Baillie-PSW above |
-//! | [`proxy`] | PROXY protocol v1/v2 headers from a byte buffer, and `--trusted-proxies` |
-//! | [`audit`] | the append-only audit log |
+//! | [`service`] | the prime [`Handler`](worker::Handler): parse, decide, audit, reply |
+//! | [`echo`] | the echo service: a second [`Handler`](worker::Handler) on the same core |
+//! | [`audit`] | the audit file: whole lines only, sync policy (group commit), reopen |
 //! | [`seal`] | forward-secure seals over the audit log, and their verification (`prime-audit`) |
 //! | [`escape`] | making client bytes safe for any log |
-//! | [`service`] | the prime [`Handler`](server::Handler) tying it together |
-//! | [`logging`] | the terminal logger (slog-term/json behind slog-async) |
-//! | [`sync`] | the counting semaphore used for rationing |
-//! | [`client`] | the client side, used by `prime-client` |
-//! | [`echo`] | the echo service: a second [`Handler`](server::Handler) on the same core |
-//! | [`cli`] | start-up and exit shared by the server binaries |
+//! | [`metrics`] | the counters and histograms (one registry; the summary reads the same values) |
+//! | [`health`] | readiness and liveness, for `/readyz` and the systemd watchdog |
+//! | [`admin`] | the small HTTP listener for `/metrics`, `/livez`, `/readyz` |
+//! | [`systemd`] | `sd_notify` readiness, reload, stop and watchdog |
+//! | [`logging`] | the terminal logger (slog-term/json behind slog-async), never blocking |
+//! | [`sync`] | the counting semaphore behind `--max-connections` |
+//! | [`client`] | the client side, used by `prime-client` and `prime-bench` |
 //!
-//! [`run`] is the entry point: `main` parses flags, builds the logger, binds,
-//! installs the signal handler and calls it; tests call it the same way on
-//! `127.0.0.1:0`.
+//! [`run`] is the entry point ([`PrimeServer::open`] then
+//! [`PrimeServer::run`]): `main` parses flags, builds the logger, binds,
+//! installs the signal handlers and calls them; tests call them the same way
+//! on `127.0.0.1:0`.
 
 pub mod admin;
 pub mod audit;
