@@ -88,7 +88,7 @@ struct LoadArgs {
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
     /// Where to write latest.md and latency.svg.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
     /// Rounds per server and workload (servers alternate within a round).
     #[arg(long, default_value_t = 3)]

@@ -71,7 +71,7 @@ impl Toolbox {
         let bench = std::env::current_exe().context("cannot find the prime-bench binary")?;
         let prime_server = bench.with_file_name("prime-server");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let venv_python = root.join("bench/.venv/bin/python");
+        let venv_python = root.join(".venv/bin/python");
         let mut notes = Vec::new();
         let python = [venv_python, PathBuf::from("python3")]
             .into_iter()
@@ -108,7 +108,7 @@ impl Toolbox {
                 prime_server,
                 python,
                 gmpy2,
-                python_script: root.join("bench/python/prime_server.py"),
+                python_script: root.join("python/prime_server.py"),
                 scratch: scratch.to_path_buf(),
             },
             notes,
