@@ -120,7 +120,8 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
     assert!(report.contains("SMOKE RUN"));
     assert!(report.contains("## Targets"));
     for heading in [
-        "### line 17, 32 connections, connection per request",
+        "### line 17, 32 connections, connection per request\n",
+        "### line 17, 32 connections, connection per request, thread-per-connection generator\n",
         "keep-alive, 64 lines pipelined",
     ] {
         assert!(report.contains(heading), "missing {heading}: {report}");
@@ -143,6 +144,8 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
         let errors = column(header, "errors");
         let wrong = column(header, "wrong");
         column(header, "server CPU us/req");
+        column(header, "server cs/req");
+        column(header, "CPU/req vs floor");
         column(header, "load gen CPU us/req");
         assert!(!rows.is_empty(), "a table without rows: {report}");
         for row in rows {
@@ -163,6 +166,13 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
             rows.iter().any(|r| r[0].starts_with("floor")),
             "no floor row: {rows:?}"
         );
+        // The cheapest floor is the reference: some floor row reads 1.00x.
+        let vs_floor = column(header, "CPU/req vs floor");
+        assert!(
+            rows.iter()
+                .any(|r| r[0].starts_with("floor") && r[vs_floor] == "1.00x"),
+            "no floor is the reference: {rows:?}"
+        );
     }
     assert_eq!(
         prime_server_rows,
@@ -179,29 +189,39 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
 
 #[test]
 fn bench_load_checks_replies_against_a_running_server() {
-    let server = InProcessServer::start();
-    let run = Command::new(env!("CARGO_BIN_EXE_prime-bench"))
-        .args([
-            "load",
-            "--workload",
-            "mix",
-            "--count",
-            "300",
-            "--concurrency",
-            "4",
-            "--addr",
-        ])
-        .arg(server.addr.to_string())
-        .output()
-        .unwrap();
-    let summary = server.stop();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(stdout.starts_with("300 requests in "), "{stdout}");
-    assert!(stdout.contains("errors 0, wrong 0"), "{stdout}");
-    assert_eq!(summary.answered(), 300);
+    for generator in ["evented", "threads"] {
+        let server = InProcessServer::start();
+        let run = Command::new(env!("CARGO_BIN_EXE_prime-bench"))
+            .args([
+                "load",
+                "--workload",
+                "mix",
+                "--count",
+                "300",
+                "--concurrency",
+                "4",
+                "--generator",
+                generator,
+                "--addr",
+            ])
+            .arg(server.addr.to_string())
+            .output()
+            .unwrap();
+        let summary = server.stop();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{generator}: {stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            stdout.starts_with("300 requests in "),
+            "{generator}: {stdout}"
+        );
+        assert!(
+            stdout.contains("errors 0, wrong 0"),
+            "{generator}: {stdout}"
+        );
+        assert_eq!(summary.answered(), 300, "{generator}");
+    }
 }
