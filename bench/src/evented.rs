@@ -78,7 +78,7 @@ pub fn run(spec: &LoadSpec, requests: &[Request], claims: &Claims) -> LoadResult
             let progress = if event.is_error() {
                 Progress::Failed
             } else {
-                advance(slot)
+                advance(slot, &poll, Token(index))
             };
             if !matches!(progress, Progress::Pending) {
                 finish(&mut slots[index], progress, spec, requests, &mut part);
@@ -123,11 +123,7 @@ fn open(
         };
         if poll
             .registry()
-            .register(
-                &mut stream,
-                Token(index),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut stream, Token(index), Interest::WRITABLE)
             .is_err()
         {
             part.errors += 1;
@@ -136,39 +132,44 @@ fn open(
         let mut line = Vec::with_capacity(requests[request].line.len() + 1);
         line.extend_from_slice(requests[request].line.as_bytes());
         line.push(b'\n');
-        let mut slot = Slot {
+        // The line goes out when the socket reports writable, as in the
+        // C generator: writing at once, before the poll, sends bursts of
+        // lines right behind the handshakes and was measured to change how
+        // often the server's threads sleep (more context switches).
+        return Some(Slot {
             stream,
             request,
             line,
             sent: 0,
             reply: Vec::with_capacity(MAX_REPLY),
             started,
-        };
-        // Loopback usually completes the handshake inside connect(): try
-        // the write now rather than wait a poll round for writability.
-        match advance(&mut slot) {
-            Progress::Pending => return Some(slot),
-            progress => {
-                let mut done = Some(slot);
-                finish(&mut done, progress, spec, requests, part);
-            }
-        }
+        });
     }
 }
 
-/// Writes what is left of the line, then reads what the server sent, each
-/// until the socket would block (mio's readiness is edge-triggered).
-fn advance(slot: &mut Slot) -> Progress {
-    while slot.sent < slot.line.len() {
-        match slot.stream.write(&slot.line[slot.sent..]) {
-            Ok(0) => return Progress::Failed,
-            Ok(n) => slot.sent += n,
-            // Not connected yet: writability will be signalled.
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::NotConnected) => {
-                return Progress::Pending
+/// Writes what is left of the line, then watches for the reply instead
+/// of writability and reads what the server sent, each until the socket
+/// would block (mio's readiness is edge-triggered).
+fn advance(slot: &mut Slot, poll: &Poll, token: Token) -> Progress {
+    if slot.sent < slot.line.len() {
+        while slot.sent < slot.line.len() {
+            match slot.stream.write(&slot.line[slot.sent..]) {
+                Ok(0) => return Progress::Failed,
+                Ok(n) => slot.sent += n,
+                // Not connected yet: writability will be signalled.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::NotConnected) => {
+                    return Progress::Pending
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Failed,
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Progress::Failed,
+        }
+        if poll
+            .registry()
+            .reregister(&mut slot.stream, token, Interest::READABLE)
+            .is_err()
+        {
+            return Progress::Failed;
         }
     }
     let mut buf = [0u8; MAX_REPLY];

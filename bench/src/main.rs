@@ -53,6 +53,9 @@ enum Command {
         /// Accepting threads [default: as many as prime-server's workers]
         #[arg(long)]
         threads: Option<usize>,
+        /// Set TCP_DEFER_ACCEPT on the listener (Linux), as prime-server does.
+        #[arg(long)]
+        defer_accept: bool,
     },
 }
 
@@ -118,10 +121,12 @@ fn main() -> std::process::ExitCode {
             listen,
             keep_alive,
             threads,
+            defer_accept,
         } => floor::run(
             listen,
             keep_alive,
             threads.unwrap_or_else(prime_server::server::default_workers),
+            defer_accept,
         ),
     };
     match result {
@@ -233,7 +238,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         round,
     });
     notes.push(format!(
-        "floors: {} threads blocking in accept() (2, one per core, and one per prime-server worker); prime-server runs with --workers {}; every ratio is against the floor with the least server CPU per request in that table",
+        "floors: {} threads blocking in accept() (2, one per core, and one per prime-server worker), each with and without TCP_DEFER_ACCEPT; prime-server runs with --workers {}; every ratio is against the floor with the least server CPU per request in that table; big-number tables run only the cheapest floor of the first table",
         tools
             .floor_threads
             .iter()
@@ -243,11 +248,21 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         tools.workers
     ));
     notes.push("connection-per-request rows are driven by one event-driven thread (epoll) unless the title says thread-per-connection generator; server cs/req is context switches of all the server's threads, from /proc/PID/task/*/status".to_owned());
-    notes.push(format!("pipelined rows: the Python references speak one line per connection, so only prime-server and the floor with one thread per client-capable worker ({} threads) run them", tools.workers));
+    notes.push(format!("pipelined rows: the Python references speak one line per connection, so only prime-server and the floor with one thread per prime-server worker ({} threads; a keep-alive connection holds a thread) run them", tools.workers));
 
-    let mut tables = Vec::new();
+    let mut tables: Vec<Table> = Vec::new();
     for scenario in &scenarios {
-        let table = run_scenario(scenario, &tools, rounds)?;
+        // Every floor answers big numbers as fast as small ones, so the
+        // heavy tables need only one for reference.
+        let only_floor = if scenario.workload.is_heavy() {
+            tables
+                .first()
+                .and_then(Table::cheapest_floor)
+                .map(|(kind, _)| kind)
+        } else {
+            None
+        };
+        let table = run_scenario(scenario, &tools, rounds, only_floor)?;
         eprintln!("{}", table.markdown());
         tables.push(table);
     }
@@ -291,12 +306,19 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
 /// Runs every server on one scenario: fresh servers, a probe, then rounds
 /// in rotating order.
-fn run_scenario(scenario: &Scenario, tools: &Toolbox, rounds: u32) -> anyhow::Result<Table> {
+/// With `only_floor`, the other floors are left out.
+fn run_scenario(
+    scenario: &Scenario,
+    tools: &Toolbox,
+    rounds: u32,
+    only_floor: Option<Kind>,
+) -> anyhow::Result<Table> {
     let keep_alive = matches!(scenario.mode, Mode::Pipelined { .. });
     let requests = workload::requests(scenario.workload)?;
     let mut started: Vec<(Kind, Result<Server, String>)> = tools
         .available(keep_alive)
         .into_iter()
+        .filter(|k| !k.is_floor() || only_floor.is_none_or(|f| f == *k))
         .map(|kind| {
             (
                 kind,

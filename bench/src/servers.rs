@@ -22,6 +22,9 @@ pub enum Kind {
         /// Threads blocking in `accept()`: the floor's cost depends on it,
         /// so the bench runs several and compares against the cheapest.
         threads: usize,
+        /// Whether the listener has `TCP_DEFER_ACCEPT` (prime-server's
+        /// does); which is cheaper depends on the client, so both run.
+        defer_accept: bool,
     },
     /// Python socketserver with trial division.
     Python,
@@ -35,8 +38,18 @@ impl Kind {
     /// The name in reports.
     pub fn name(self) -> String {
         match self {
-            Kind::Floor { threads: 1 } => "floor, 1 thread".to_owned(),
-            Kind::Floor { threads } => format!("floor, {threads} threads"),
+            Kind::Floor {
+                threads,
+                defer_accept,
+            } => format!(
+                "floor, {threads} thread{}{}",
+                if threads == 1 { "" } else { "s" },
+                if defer_accept {
+                    ", deferred accept"
+                } else {
+                    ""
+                }
+            ),
             Kind::Python => "python (trial division)".to_owned(),
             Kind::PythonGmpy2 => "python + gmpy2".to_owned(),
             Kind::PrimeServer => "prime-server".to_owned(),
@@ -152,11 +165,17 @@ impl Toolbox {
         let mut kinds: Vec<Kind> = if keep_alive {
             vec![Kind::Floor {
                 threads: self.workers,
+                defer_accept: false,
             }]
         } else {
             self.floor_threads
                 .iter()
-                .map(|&threads| Kind::Floor { threads })
+                .flat_map(|&threads| {
+                    [false, true].map(|defer_accept| Kind::Floor {
+                        threads,
+                        defer_accept,
+                    })
+                })
                 .collect()
         };
         if !keep_alive && self.python.is_some() {
@@ -187,10 +206,16 @@ impl Server {
     /// It could not be started or did not report its address in time.
     pub fn start(kind: Kind, tools: &Toolbox, keep_alive: bool) -> anyhow::Result<Server> {
         let mut command = match kind {
-            Kind::Floor { threads } => {
+            Kind::Floor {
+                threads,
+                defer_accept,
+            } => {
                 let mut c = Command::new(&tools.bench);
                 c.args(["floor", "--listen", "127.0.0.1:0", "--threads"])
                     .arg(threads.to_string());
+                if defer_accept {
+                    c.arg("--defer-accept");
+                }
                 if keep_alive {
                     c.arg("--keep-alive");
                 }
