@@ -12,19 +12,20 @@ all: build
 deps:
 	@scripts/ensure-tools.sh m4
 
-## build: release binaries in target/release
+## build: release binaries of the whole workspace (server and bench) in target/release
 build: deps
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
 ## run: the server on 127.0.0.1:8809, audit log in logs/prime_server.log
 run: deps
 	$(CARGO) run --release --bin prime-server -- $(ARGS)
 
-## test: unit, integration and doc tests, the bench smoke run, criterion once per case
+## test: unit, integration and doc tests of both packages (the bench's smoke
+## run included), criterion once per case
 test: deps
-	@scripts/ensure-tools.sh --optional logrotate python3 haproxy socat
-	$(CARGO) test
-	$(CARGO) test --benches
+	@scripts/ensure-tools.sh --optional logrotate python3 haproxy socat strace fiu-run
+	$(CARGO) test --workspace
+	$(CARGO) test --workspace --benches
 
 ## bench: prime-server beside the floor and the Python references (not in CI);
 ## writes bench/results/latest.md and latency.svg (BENCH_ARGS='--rounds 5' etc.)
@@ -32,12 +33,12 @@ BENCH_ARGS ?=
 bench: build
 	@scripts/bench-venv.sh
 	target/release/prime-bench compare $(BENCH_ARGS)
-	$(CARGO) bench --bench primality
+	$(CARGO) bench -p prime-server --bench primality
 
 ## lint: formatting and clippy, warnings are errors
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## soak: a longer bounded load-plus-faults session (not in CI); prints figures
 ## (SOAK_CONNECTIONS=10000 SOAK_THREADS=64 SOAK_SECONDS=120 to change it)

@@ -1,10 +1,14 @@
-//! The load generator: C threads, each with its own connection(s), sending
-//! requests round-robin until a count or a duration is reached, checking
-//! every reply and recording latency in an HDR histogram.
+//! The load generator: requests sent round-robin until a count or a
+//! duration is reached, every reply checked, latency recorded in an HDR
+//! histogram. Connection-per-request load comes from one event-driven
+//! thread ([`crate::evented`], the default) or from one blocking thread per
+//! connection using the library's own client ([`prime_server::client::ask`]);
+//! pipelined load from one thread per keep-alive connection.
 
 use crate::workload::Request;
 use hdrhistogram::Histogram;
-use prime_server::client::parse_reply;
+use prime_server::client::{ask, parse_reply};
+use prime_server::protocol::Verdict;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +39,29 @@ pub enum Mode {
     },
 }
 
+/// What drives connection-per-request load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    /// One thread with non-blocking sockets on epoll: a few microseconds of
+    /// CPU per request and no context switches of its own, so the server
+    /// keeps the machine.
+    Evented,
+    /// One blocking thread per connection (the library's client): about
+    /// twice the CPU per request and a context switch or more per request
+    /// of its own, which changes how the server is scheduled.
+    Threads,
+}
+
+impl Generator {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generator::Evented => "event-driven generator",
+            Generator::Threads => "thread-per-connection generator",
+        }
+    }
+}
+
 /// One run's settings.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -44,6 +71,9 @@ pub struct LoadSpec {
     pub concurrency: usize,
     /// Connection per request or pipelined.
     pub mode: Mode,
+    /// Which client drives connection-per-request load (pipelined load
+    /// always uses one thread per connection).
+    pub generator: Generator,
     /// When to stop.
     pub stop: Stop,
     /// Per-request timeout.
@@ -109,83 +139,93 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant bounds are valid")
 }
 
+/// Hands out request numbers until the run's count or deadline is reached;
+/// shared by every client thread of a run.
+pub struct Claims {
+    /// The next request number.
+    next: AtomicU64,
+    /// No claims at or after this instant (a duration run).
+    deadline: Option<Instant>,
+    /// No request numbers at or beyond this (a count run).
+    limit: u64,
+}
+
+impl Claims {
+    /// Claims for a run starting at `started`.
+    fn new(stop: Stop, started: Instant) -> Claims {
+        let (deadline, limit) = match stop {
+            Stop::Duration(d) => (Some(started + d), u64::MAX),
+            Stop::Count(n) => (None, n),
+        };
+        Claims {
+            next: AtomicU64::new(0),
+            deadline,
+            limit,
+        }
+    }
+
+    /// The first of `batch` consecutive request numbers, or `None` when the
+    /// run is over.
+    pub fn claim(&self, batch: u64) -> Option<u64> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        let first = self.next.fetch_add(batch, Ordering::Relaxed);
+        (first < self.limit).then_some(first)
+    }
+}
+
 /// Runs one load against `spec.addr`.
 pub fn run(spec: &LoadSpec, requests: &[Request]) -> LoadResult {
-    let next = AtomicU64::new(0);
     let cpu_before = process_cpu();
     let started = Instant::now();
-    let deadline = match spec.stop {
-        Stop::Duration(d) => Some(started + d),
-        Stop::Count(_) => None,
-    };
-    let limit = match spec.stop {
-        Stop::Count(n) => n,
-        Stop::Duration(_) => u64::MAX,
-    };
-    let parts: Vec<LoadResult> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..spec.concurrency.max(1))
-            .map(|_| {
-                let next = &next;
-                scope.spawn(move || {
-                    let mut part = LoadResult::empty();
-                    let claim = |batch: u64| -> Option<u64> {
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
-                            return None;
-                        }
-                        let first = next.fetch_add(batch, Ordering::Relaxed);
-                        (first < limit).then_some(first)
-                    };
-                    match spec.mode {
-                        Mode::PerConnection => {
-                            while let Some(i) = claim(1) {
-                                let request = &requests[(i % requests.len() as u64) as usize];
-                                one_request(spec, request, &mut part);
+    let claims = Claims::new(spec.stop, started);
+    let mut total = LoadResult::empty();
+    if spec.mode == Mode::PerConnection && spec.generator == Generator::Evented {
+        total.merge(&crate::evented::run(spec, requests, &claims));
+    } else {
+        let parts: Vec<LoadResult> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..spec.concurrency.max(1))
+                .map(|_| {
+                    let claims = &claims;
+                    scope.spawn(move || {
+                        let mut part = LoadResult::empty();
+                        match spec.mode {
+                            Mode::PerConnection => {
+                                while let Some(i) = claims.claim(1) {
+                                    let request = &requests[(i % requests.len() as u64) as usize];
+                                    one_request(spec, request, &mut part);
+                                }
+                            }
+                            Mode::Pipelined { depth } => {
+                                pipelined(spec, requests, depth, claims, &mut part)
                             }
                         }
-                        Mode::Pipelined { depth } => {
-                            pipelined(spec, requests, depth, claim, &mut part)
-                        }
-                    }
-                    part
+                        part
+                    })
                 })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| LoadResult::empty()))
-            .collect()
-    });
-    let mut total = LoadResult::empty();
-    for part in &parts {
-        total.merge(part);
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| LoadResult::empty()))
+                .collect()
+        });
+        for part in &parts {
+            total.merge(part);
+        }
     }
     total.elapsed = started.elapsed();
     total.generator_cpu = process_cpu().saturating_sub(cpu_before);
     total
 }
 
-/// One request on its own connection.
+/// One request on its own connection, the seed client's way.
 fn one_request(spec: &LoadSpec, request: &Request, part: &mut LoadResult) {
     let started = Instant::now();
-    let outcome = (|| -> std::io::Result<Vec<u8>> {
-        let mut stream = TcpStream::connect_timeout(&spec.addr, spec.timeout)?;
-        stream.set_read_timeout(Some(spec.timeout))?;
-        stream.set_write_timeout(Some(spec.timeout))?;
-        let mut line = Vec::with_capacity(request.line.len() + 1);
-        line.extend_from_slice(request.line.as_bytes());
-        line.push(b'\n');
-        stream.write_all(&line)?;
-        let mut reply = Vec::with_capacity(2);
-        (&mut stream).take(3).read_to_end(&mut reply)?;
-        Ok(reply)
-    })();
-    record(
-        spec,
-        request,
-        outcome.ok().as_deref(),
-        started.elapsed(),
-        part,
-    );
+    let verdict = ask(spec.addr, &request.line, spec.timeout)
+        .ok()
+        .map(|exchange| exchange.verdict);
+    record(spec, request, verdict, started.elapsed(), part);
 }
 
 /// Pipelined lines on one long-lived connection, `depth` at a time.
@@ -193,7 +233,7 @@ fn pipelined(
     spec: &LoadSpec,
     requests: &[Request],
     depth: usize,
-    claim: impl Fn(u64) -> Option<u64>,
+    claims: &Claims,
     part: &mut LoadResult,
 ) {
     let depth = depth.max(1);
@@ -211,7 +251,7 @@ fn pipelined(
     };
     let mut batch = Vec::new();
     let mut reply = Vec::with_capacity(2);
-    while let Some(first) = claim(depth as u64) {
+    while let Some(first) = claims.claim(depth as u64) {
         batch.clear();
         let picked: Vec<&Request> = (first..first + depth as u64)
             .map(|i| &requests[(i % requests.len() as u64) as usize])
@@ -228,42 +268,34 @@ fn pipelined(
         for r in &picked {
             reply.clear();
             let ok = (&mut reader).take(2).read_until(b'\n', &mut reply).is_ok();
-            record(
-                spec,
-                r,
-                ok.then_some(reply.as_slice()),
-                started.elapsed(),
-                part,
-            );
+            let verdict = if ok { parse_reply(&reply).ok() } else { None };
+            record(spec, r, verdict, started.elapsed(), part);
         }
     }
 }
 
-/// Checks one reply and records its latency.
-fn record(
+/// Records one request: its latency when a valid reply came (`None` for a
+/// failed connection or a reply outside the protocol, counted as an error),
+/// and whether the reply was the expected one.
+pub fn record(
     spec: &LoadSpec,
     request: &Request,
-    reply: Option<&[u8]>,
+    verdict: Option<Verdict>,
     took: Duration,
     part: &mut LoadResult,
 ) {
-    let Some(reply) = reply else {
+    let Some(verdict) = verdict else {
         part.errors += 1;
         return;
     };
-    match parse_reply(reply) {
-        Ok(verdict) => {
-            part.requests += 1;
-            if spec.check_replies && verdict != request.expected {
-                part.wrong += 1;
-            }
-            let micros = u64::try_from(took.as_micros())
-                .unwrap_or(MAX_MICROS)
-                .clamp(1, MAX_MICROS);
-            let _ = part.latency.record(micros);
-        }
-        Err(_) => part.errors += 1,
+    part.requests += 1;
+    if spec.check_replies && verdict != request.expected {
+        part.wrong += 1;
     }
+    let micros = u64::try_from(took.as_micros())
+        .unwrap_or(MAX_MICROS)
+        .clamp(1, MAX_MICROS);
+    let _ = part.latency.record(micros);
 }
 
 /// CPU time (user + system) this process has used, all threads.

@@ -2,12 +2,14 @@
 //!
 //! * `prime-bench load --addr A --workload W`: drive any server and print
 //!   requests/s, latency percentiles, errors and wrong replies.
-//! * `prime-bench compare`: start the floor, the Python references and
-//!   prime-server, run the same workloads against each, alternating between
-//!   them so machine drift hits all alike, and write one table per workload
-//!   plus a latency-vs-concurrency chart.
+//! * `prime-bench compare`: start the floor (at 2 threads, one per core and
+//!   one per prime-server worker), the Python references and prime-server,
+//!   run the same workloads against each, alternating between them so
+//!   machine drift hits all alike, and write one table per workload (ratios
+//!   against the cheapest floor) plus a latency-vs-concurrency chart.
 //! * `prime-bench floor`: the floor reference server itself.
 
+mod evented;
 mod floor;
 mod load;
 mod report;
@@ -16,7 +18,7 @@ mod workload;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use load::{LoadResult, LoadSpec, Mode, Stop};
+use load::{Generator, LoadResult, LoadSpec, Mode, Stop};
 use prime_server::config::{parse_addr, parse_duration};
 use report::{Measured, Row, SweepPoint, Table};
 use servers::{Kind, Server, Toolbox};
@@ -51,6 +53,9 @@ enum Command {
         /// Accepting threads [default: as many as prime-server's workers]
         #[arg(long)]
         threads: Option<usize>,
+        /// Set TCP_DEFER_ACCEPT on the listener (Linux), as prime-server does.
+        #[arg(long)]
+        defer_accept: bool,
     },
 }
 
@@ -77,6 +82,9 @@ struct LoadArgs {
     /// Pipeline lines on one connection per client (the server needs --keep-alive).
     #[arg(long)]
     keep_alive: bool,
+    /// What drives connection-per-request load.
+    #[arg(long, value_enum, default_value_t = Generator::Evented)]
+    generator: Generator,
     /// Lines in flight per connection with --keep-alive.
     #[arg(long, default_value_t = 64)]
     depth: usize,
@@ -88,7 +96,7 @@ struct LoadArgs {
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
     /// Where to write latest.md and latency.svg.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
     /// Rounds per server and workload (servers alternate within a round).
     #[arg(long, default_value_t = 3)]
@@ -113,10 +121,12 @@ fn main() -> std::process::ExitCode {
             listen,
             keep_alive,
             threads,
+            defer_accept,
         } => floor::run(
             listen,
             keep_alive,
             threads.unwrap_or_else(prime_server::server::default_workers),
+            defer_accept,
         ),
     };
     match result {
@@ -141,6 +151,7 @@ fn load_command(args: &LoadArgs) -> anyhow::Result<()> {
         } else {
             Mode::PerConnection
         },
+        generator: args.generator,
         stop: args
             .count
             .map_or(Stop::Duration(args.duration), Stop::Count),
@@ -172,6 +183,7 @@ struct Scenario {
     workload: Workload,
     concurrency: usize,
     mode: Mode,
+    generator: Generator,
     round: Duration,
 }
 
@@ -190,6 +202,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         workload,
         concurrency,
         mode: Mode::PerConnection,
+        generator: Generator::Evented,
         round: if Workload::is_heavy(workload) {
             heavy_round
         } else {
@@ -198,6 +211,12 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     };
     let mut scenarios = vec![
         per_conn(Workload::Seventeen, 32),
+        // The same load from a thread per connection: how much the
+        // generator's shape moves the server's figures.
+        Scenario {
+            generator: Generator::Threads,
+            ..per_conn(Workload::Seventeen, 32)
+        },
         per_conn(Workload::Small, 32),
     ];
     if !args.smoke {
@@ -215,13 +234,35 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         workload: Workload::Seventeen,
         concurrency: if args.smoke { 2 } else { 8 },
         mode: Mode::Pipelined { depth: 64 },
+        generator: Generator::Threads,
         round,
     });
-    notes.push("pipelined rows: the Python references speak one line per connection, so only the floor and prime-server run them".to_owned());
+    notes.push(format!(
+        "floors: {} threads blocking in accept() (2, one per core, and one per prime-server worker), each with and without TCP_DEFER_ACCEPT; prime-server runs with --workers {}; every ratio is against the floor with the least server CPU per request in that table; big-number tables run only the cheapest floor of the first table",
+        tools
+            .floor_threads
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        tools.workers
+    ));
+    notes.push("connection-per-request rows are driven by one event-driven thread (epoll) unless the title says thread-per-connection generator; server cs/req is context switches of all the server's threads, from /proc/PID/task/*/status".to_owned());
+    notes.push(format!("pipelined rows: the Python references speak one line per connection, so only prime-server and the floor with one thread per prime-server worker ({} threads; a keep-alive connection holds a thread) run them", tools.workers));
 
-    let mut tables = Vec::new();
+    let mut tables: Vec<Table> = Vec::new();
     for scenario in &scenarios {
-        let table = run_scenario(scenario, &tools, rounds)?;
+        // Every floor answers big numbers as fast as small ones, so the
+        // heavy tables need only one for reference.
+        let only_floor = if scenario.workload.is_heavy() {
+            tables
+                .first()
+                .and_then(Table::cheapest_floor)
+                .map(|(kind, _)| kind)
+        } else {
+            None
+        };
+        let table = run_scenario(scenario, &tools, rounds, only_floor)?;
         eprintln!("{}", table.markdown());
         tables.push(table);
     }
@@ -231,8 +272,13 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     } else {
         &[1, 4, 16, 32, 64]
     };
+    let floor = tables
+        .first()
+        .and_then(Table::cheapest_floor)
+        .map(|(kind, _)| kind);
     let sweep = run_sweep(
         &tools,
+        floor,
         sweep_levels,
         if args.smoke { round } else { args.round },
     )?;
@@ -260,12 +306,19 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
 /// Runs every server on one scenario: fresh servers, a probe, then rounds
 /// in rotating order.
-fn run_scenario(scenario: &Scenario, tools: &Toolbox, rounds: u32) -> anyhow::Result<Table> {
+/// With `only_floor`, the other floors are left out.
+fn run_scenario(
+    scenario: &Scenario,
+    tools: &Toolbox,
+    rounds: u32,
+    only_floor: Option<Kind>,
+) -> anyhow::Result<Table> {
     let keep_alive = matches!(scenario.mode, Mode::Pipelined { .. });
     let requests = workload::requests(scenario.workload)?;
     let mut started: Vec<(Kind, Result<Server, String>)> = tools
         .available(keep_alive)
         .into_iter()
+        .filter(|k| !k.is_floor() || only_floor.is_none_or(|f| f == *k))
         .map(|kind| {
             (
                 kind,
@@ -280,9 +333,9 @@ fn run_scenario(scenario: &Scenario, tools: &Toolbox, rounds: u32) -> anyhow::Re
             }
         }
     }
-    let mut totals: Vec<(LoadResult, Duration)> = started
+    let mut totals: Vec<(LoadResult, Duration, Option<u64>)> = started
         .iter()
-        .map(|_| (LoadResult::empty(), Duration::ZERO))
+        .map(|_| (LoadResult::empty(), Duration::ZERO, Some(0)))
         .collect();
     for round in 0..rounds as usize {
         let n = started.len();
@@ -292,27 +345,38 @@ fn run_scenario(scenario: &Scenario, tools: &Toolbox, rounds: u32) -> anyhow::Re
             let Ok(server) = server else { continue };
             let spec = spec_for(server.addr, scenario, *kind, Stop::Duration(scenario.round));
             let cpu_before = server.cpu().unwrap_or_default();
+            let cs_before = server.context_switches();
             let result = load::run(&spec, &requests);
             let cpu = server.cpu().unwrap_or_default().saturating_sub(cpu_before);
+            let cs = cs_before
+                .zip(server.context_switches())
+                .map(|(before, after)| after.saturating_sub(before));
             totals[index].0.merge(&result);
             totals[index].1 += cpu;
+            totals[index].2 = totals[index].2.zip(cs).map(|(sum, cs)| sum + cs);
         }
     }
     let rows = started
         .iter()
         .zip(totals)
-        .map(|((kind, server), (load, server_cpu))| Row {
+        .map(|((kind, server), (load, server_cpu, cs))| Row {
             kind: *kind,
             outcome: server.as_ref().map_err(Clone::clone).map(|s| Measured {
                 load,
                 server_cpu,
+                server_context_switches: cs,
                 peak_rss_kib: s.peak_rss_kib(),
             }),
         })
         .collect();
-    let mode = match scenario.mode {
-        Mode::PerConnection => "connection per request".to_owned(),
-        Mode::Pipelined { depth } => format!("keep-alive, {depth} lines pipelined per connection"),
+    let mode = match (scenario.mode, scenario.generator) {
+        (Mode::PerConnection, Generator::Evented) => "connection per request".to_owned(),
+        (Mode::PerConnection, Generator::Threads) => {
+            format!("connection per request, {}", Generator::Threads.name())
+        }
+        (Mode::Pipelined { depth }, _) => {
+            format!("keep-alive, {depth} lines pipelined per connection")
+        }
     };
     Ok(Table {
         title: format!(
@@ -367,27 +431,35 @@ fn spec_for(addr: SocketAddr, scenario: &Scenario, kind: Kind, stop: Stop) -> Lo
         addr,
         concurrency: scenario.concurrency,
         mode: scenario.mode,
+        generator: scenario.generator,
         stop,
         timeout: Duration::from_secs(60),
         check_replies: kind.answers_truly(),
     }
 }
 
-/// Latency percentiles of the line `17` at several concurrencies.
+/// Latency percentiles of the line `17` at several concurrencies, for
+/// `floor` (the cheapest one; every floor when unknown) and the others.
 fn run_sweep(
     tools: &Toolbox,
+    floor: Option<Kind>,
     levels: &[usize],
     round: Duration,
 ) -> anyhow::Result<Vec<SweepPoint>> {
     let requests = workload::requests(Workload::Seventeen)?;
     let mut points = Vec::new();
-    for kind in tools.available(false) {
+    let kinds = tools
+        .available(false)
+        .into_iter()
+        .filter(|k| !k.is_floor() || floor.is_none_or(|f| f == *k));
+    for kind in kinds {
         let server = Server::start(kind, tools, false)?;
         for &concurrency in levels {
             let scenario = Scenario {
                 workload: Workload::Seventeen,
                 concurrency,
                 mode: Mode::PerConnection,
+                generator: Generator::Evented,
                 round,
             };
             let r = load::run(
@@ -416,7 +488,7 @@ fn run_flood(tools: &Toolbox, duration: Duration) -> anyhow::Result<Vec<Flood>> 
     let heavy_requests = workload::requests(Workload::Digits4300)?;
     let mut out = Vec::new();
     for kind in tools.available(false) {
-        if matches!(kind, Kind::Floor | Kind::Python) {
+        if kind.is_floor() || kind == Kind::Python {
             continue;
         }
         let server = Server::start(kind, tools, false)?;
@@ -424,6 +496,7 @@ fn run_flood(tools: &Toolbox, duration: Duration) -> anyhow::Result<Vec<Flood>> 
             addr: server.addr,
             concurrency,
             mode: Mode::PerConnection,
+            generator: Generator::Evented,
             stop: Stop::Duration(duration),
             timeout: Duration::from_secs(120),
             check_replies: true,
@@ -496,70 +569,92 @@ fn render(
     md
 }
 
-/// The issue's targets, each with where we stand.
+/// The issue's targets, each with where we stand. Every "vs floor" is
+/// against the cheapest floor of the table it comes from.
 fn targets(tables: &[Table], flood: &[Flood]) -> String {
-    let mut md =
-        String::from("## Targets\n\n| target | measured | met |\n| --- | ---: | :---: |\n");
-    let mut line = |target: &str, measured: Option<f64>, ok: fn(f64) -> bool, unit: &str| {
-        let (value, met) = match measured {
-            Some(v) => (format!("{v:.2}{unit}"), if ok(v) { "yes" } else { "no" }),
-            None => ("n/a".to_owned(), "-"),
+    let mut md = String::from(
+        "## Targets\n\nAgainst the floor with the least server CPU per request in each table.\n\n| target | measured | met |\n| --- | ---: | :---: |\n",
+    );
+    let mut line =
+        |target: &str, measured: Option<f64>, ok: Option<fn(f64) -> bool>, unit: &str| {
+            let (value, met) = match (measured, ok) {
+                (Some(v), Some(ok)) => (format!("{v:.2}{unit}"), if ok(v) { "yes" } else { "no" }),
+                (Some(v), None) => (format!("{v:.2}{unit}"), "-"),
+                (None, _) => ("n/a".to_owned(), "-"),
+            };
+            let _ = writeln!(md, "| {target} | {value} | {met} |");
         };
-        let _ = writeln!(md, "| {target} | {value} | {met} |");
+    let per_connection = |title: &str, generator: Generator| {
+        tables.iter().find(|t| {
+            t.title.starts_with(title)
+                && t.title.contains("connection per request")
+                && t.title.contains(Generator::Threads.name()) == (generator == Generator::Threads)
+        })
     };
-    let find = |title: &str| {
-        tables
-            .iter()
-            .find(|t| t.title.starts_with(title) && t.title.contains("connection per request"))
-    };
-    let ratio = |t: Option<&Table>, a: Kind, b: Kind, f: fn(&Measured) -> f64| -> Option<f64> {
+    let ratio = |t: Option<&Table>,
+                 a: Option<Kind>,
+                 b: Option<Kind>,
+                 f: fn(&Measured) -> Option<f64>|
+     -> Option<f64> {
         let t = t?;
-        let (x, y) = (f(t.measured(a)?), f(t.measured(b)?));
+        let (x, y) = (f(t.measured(a?)?)?, f(t.measured(b?)?)?);
         (y > 0.0).then(|| x / y)
     };
-    let line17 = find("line 17, 32");
+    let floor_of = |t: Option<&Table>| t.and_then(Table::cheapest_floor).map(|(k, _)| k);
+    let ours = Some(Kind::PrimeServer);
+    let cpu: fn(&Measured) -> Option<f64> = |m| Some(m.cpu_per_request());
+    let line17 = per_connection("line 17, 32", Generator::Evented);
+    let floor17 = floor_of(line17);
     line(
         "line 17: server CPU/request vs floor (<= 1.3x)",
+        ratio(line17, ours, floor17, cpu),
+        Some(|v| v <= 1.3),
+        "x",
+    );
+    let threads17 = per_connection("line 17, 32", Generator::Threads);
+    line(
+        "line 17, thread-per-connection generator: server CPU/request vs floor (same target)",
+        ratio(threads17, ours, floor_of(threads17), cpu),
+        Some(|v| v <= 1.3),
+        "x",
+    );
+    line(
+        "line 17: server context switches/request vs floor (no target)",
         ratio(
             line17,
-            Kind::PrimeServer,
-            Kind::Floor,
-            Measured::cpu_per_request,
+            ours,
+            floor17,
+            Measured::context_switches_per_request,
         ),
-        |v| v <= 1.3,
+        None,
         "x",
     );
     line(
         "line 17: requests/s vs floor (>= 0.9x)",
-        ratio(line17, Kind::PrimeServer, Kind::Floor, |m| m.load.rate()),
-        |v| v >= 0.9,
+        ratio(line17, ours, floor17, |m| Some(m.load.rate())),
+        Some(|v| v >= 0.9),
         "x",
     );
     line(
         "line 17: p99 vs floor (<= 1.2x)",
-        ratio(line17, Kind::PrimeServer, Kind::Floor, |m| {
-            m.load.percentile(99.0) as f64
+        ratio(line17, ours, floor17, |m| {
+            Some(m.load.percentile(99.0) as f64)
         }),
-        |v| v <= 1.2,
+        Some(|v| v <= 1.2),
         "x",
     );
     line(
         "line 17: Python CPU/request over ours (>= 2x)",
-        ratio(
-            line17,
-            Kind::Python,
-            Kind::PrimeServer,
-            Measured::cpu_per_request,
-        ),
-        |v| v >= 2.0,
+        ratio(line17, Some(Kind::Python), ours, cpu),
+        Some(|v| v >= 2.0),
         "x",
     );
     for digits in ["1000-digit", "4300-digit"] {
-        let t = find(digits);
+        let t = per_connection(digits, Generator::Evented);
         line(
             &format!("{digits}: throughput vs Python+gmpy2 (>= 1.8x)"),
-            ratio(t, Kind::PrimeServer, Kind::PythonGmpy2, |m| m.load.rate()),
-            |v| v >= 1.8,
+            ratio(t, ours, Some(Kind::PythonGmpy2), |m| Some(m.load.rate())),
+            Some(|v| v >= 1.8),
             "x",
         );
     }
@@ -570,7 +665,7 @@ fn targets(tables: &[Table], flood: &[Flood]) -> String {
     line(
         "64-bit p99 during a 4300-digit flood (< 50 ms)",
         p99,
-        |v| v < 50.0,
+        Some(|v| v < 50.0),
         " ms",
     );
     md.push_str("\nPer-test time against GMP itself is measured by `cargo bench --bench primality` (criterion).\n");

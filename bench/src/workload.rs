@@ -57,7 +57,7 @@ pub struct Request {
 
 /// Where the bench keeps its data files (the big primes).
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
 /// The requests of `workload`.

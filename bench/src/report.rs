@@ -1,5 +1,6 @@
-//! The bench's output: one markdown table per workload, the targets, and an
-//! SVG chart of latency percentiles against concurrency.
+//! The bench's output: one markdown table per workload, with ratios to the
+//! cheapest floor, the targets, and an SVG chart of latency percentiles
+//! against concurrency.
 
 use crate::load::LoadResult;
 use crate::servers::Kind;
@@ -24,6 +25,9 @@ pub struct Measured {
     pub load: LoadResult,
     /// Server CPU time over the measured rounds.
     pub server_cpu: Duration,
+    /// Server context switches (all threads, voluntary and not) over the
+    /// measured rounds; `None` when /proc could not be read.
+    pub server_context_switches: Option<u64>,
     /// Server peak RSS in KiB.
     pub peak_rss_kib: Option<u64>,
 }
@@ -32,6 +36,13 @@ impl Measured {
     /// Server CPU microseconds per answered request.
     pub fn cpu_per_request(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64
+    }
+
+    /// Server context switches per answered request: each one is a thread
+    /// put to sleep and woken (or preempted), the cost a hand-off adds.
+    pub fn context_switches_per_request(&self) -> Option<f64> {
+        self.server_context_switches
+            .map(|cs| cs as f64 / self.load.requests.max(1) as f64)
     }
 
     /// The load generator's own CPU microseconds per answered request, to
@@ -61,18 +72,38 @@ impl Table {
             .ok()
     }
 
-    /// The table in markdown, with ratios to the floor.
+    /// The floor that spent the least server CPU per request: the one the
+    /// ratios and targets compare against, since a floor is the cheapest a
+    /// server can be and each thread count is a legitimate way to run it.
+    pub fn cheapest_floor(&self) -> Option<(Kind, &Measured)> {
+        self.rows
+            .iter()
+            .filter(|r| r.kind.is_floor())
+            .filter_map(|r| Some((r.kind, r.outcome.as_ref().ok()?)))
+            .filter(|(_, m)| m.load.requests > 0)
+            .min_by(|a, b| a.1.cpu_per_request().total_cmp(&b.1.cpu_per_request()))
+    }
+
+    /// The table in markdown, with ratios to the cheapest floor.
     pub fn markdown(&self) -> String {
-        let floor = self.measured(Kind::Floor);
+        let cheapest = self.cheapest_floor();
+        let floor = cheapest.map(|(_, m)| m);
         let mut out = format!("### {}\n\n", self.title);
-        out.push_str("| server | req/s | p50 | p99 | max | server CPU us/req | peak RSS | errors | wrong | req/s vs floor | p99 vs floor | CPU/req vs floor | load gen CPU us/req |\n");
-        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        if let Some((kind, _)) = cheapest {
+            let _ = writeln!(
+                out,
+                "Ratios \"vs floor\" are against the cheapest floor by server CPU per request: {}.\n",
+                kind.name()
+            );
+        }
+        out.push_str("| server | req/s | p50 | p99 | max | server CPU us/req | server cs/req | peak RSS | errors | wrong | req/s vs floor | p99 vs floor | CPU/req vs floor | cs/req vs floor | load gen CPU us/req |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for row in &self.rows {
             match &row.outcome {
                 Err(why) => {
                     let _ = writeln!(
                         out,
-                        "| {} | n/a: {why} | | | | | | | | | | |",
+                        "| {} | n/a: {why} | | | | | | | | | | | | | |",
                         row.kind.name()
                     );
                 }
@@ -82,15 +113,17 @@ impl Table {
                             .filter(|t| *t > 0.0)
                             .map_or("-".to_owned(), |t| format!("{:.2}x", ours / t))
                     };
+                    let cs = m.context_switches_per_request();
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
                         row.kind.name(),
                         rate(m.load.rate()),
                         micros(m.load.percentile(50.0)),
                         micros(m.load.percentile(99.0)),
                         micros(m.load.latency.max()),
                         m.cpu_per_request(),
+                        cs.map_or("?".to_owned(), |c| format!("{c:.2}")),
                         m.peak_rss_kib
                             .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
                         m.load.errors,
@@ -101,6 +134,10 @@ impl Table {
                             floor.map(|f| f.load.percentile(99.0) as f64)
                         ),
                         ratio(m.cpu_per_request(), floor.map(Measured::cpu_per_request)),
+                        cs.map_or("-".to_owned(), |c| ratio(
+                            c,
+                            floor.and_then(Measured::context_switches_per_request)
+                        )),
                         m.generator_cpu_per_request(),
                     );
                 }
