@@ -80,8 +80,8 @@ fn the_lane_takes_client_addresses_in_turn() {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream
     };
-    // Address A queues three heavy requests, then address B one.
-    let mut a: Vec<TcpStream> = (0..3)
+    // Address A queues four heavy requests, then address B one.
+    let mut a: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = from(1);
             s.write_all(format!("{heavy}\n").as_bytes()).unwrap();
@@ -91,30 +91,43 @@ fn the_lane_takes_client_addresses_in_turn() {
     let core = &server.metrics.core;
     assert!(wait_until(IO_TIMEOUT, || core.heavy_running.get()
         + core.heavy_queued.get()
-        == 3));
+        == 4));
     let mut b = from(2);
     b.write_all(format!("{heavy}\n").as_bytes()).unwrap();
     let mut reply = Vec::new();
     b.read_to_end(&mut reply).unwrap();
     assert_eq!(reply, b"T\n");
-    // B went right after A's first, not after all three: a client asking
-    // once is served before the busy client's next turn.
-    let a_pending = core.heavy_running.get() + core.heavy_queued.get();
-    assert!(a_pending >= 1, "B waited for all of A's requests");
+    // First in first out, B would wait for all four of A's. Taking turns by
+    // address (and a newly arrived address first), B waits at most for
+    // the one running when it arrived and, if that ended before B was
+    // queued, the next.
     let lines = server.audit_lines();
-    assert_eq!(lines.len(), 2, "A's first, then B's: {lines:?}");
-    assert!(
-        lines[1]
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .starts_with("127.0.3.2:"),
-        "{lines:?}"
-    );
+    let b_at = lines
+        .iter()
+        .position(|l| l.split(' ').nth(1).unwrap().starts_with("127.0.3.2:"))
+        .expect("B's line");
+    assert!(b_at <= 2, "B's answer came after {b_at} of A's: {lines:?}");
+    assert!(core.heavy_running.get() + core.heavy_queued.get() >= 1);
     for s in &mut a {
         let mut reply = Vec::new();
         s.read_to_end(&mut reply).unwrap();
         assert_eq!(reply, b"T\n");
+    }
+}
+
+/// Ends a flood when dropped, even if the test panics first, so scoped
+/// flooding threads never outlive a failed assertion.
+struct EndFlood<'a> {
+    /// Tells the writer to stop.
+    stop: &'a AtomicBool,
+    /// The flooding connection, shut down both ways.
+    stream: &'a TcpStream,
+}
+
+impl Drop for EndFlood<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -130,6 +143,10 @@ fn a_greedy_pipelining_client_gets_turns_not_the_worker() {
         let mut writer = greedy.try_clone().unwrap();
         let mut replies = greedy.try_clone().unwrap();
         let stop = &stop;
+        let _end = EndFlood {
+            stop,
+            stream: &greedy,
+        };
         scope.spawn(move || {
             let batch = "17\n".repeat(1000);
             while !stop.load(Ordering::SeqCst) && writer.write_all(batch.as_bytes()).is_ok() {}
@@ -137,7 +154,9 @@ fn a_greedy_pipelining_client_gets_turns_not_the_worker() {
         scope.spawn(move || {
             // Keep reading so the flood never stalls on its own replies.
             let mut sink = [0u8; 64 * 1024];
-            while matches!(replies.read(&mut sink), Ok(n) if n > 0) {}
+            while !stop.load(Ordering::SeqCst) && matches!(replies.read(&mut sink), Ok(n) if n > 0)
+            {
+            }
         });
         let answered = || {
             server
@@ -150,19 +169,17 @@ fn a_greedy_pipelining_client_gets_turns_not_the_worker() {
         let mut polite = connect(server.addr);
         let mut polite_replies = BufReader::new(polite.try_clone().unwrap());
         for (line, expected) in [("4", "F\n"), ("5", "T\n"), ("4j", "E\n")] {
-            let before = answered();
             polite.write_all(format!("{line}\n").as_bytes()).unwrap();
             let mut reply = String::new();
             polite_replies.read_line(&mut reply).unwrap();
             assert_eq!(reply, expected);
-            assert!(
-                answered() > before,
-                "the flood should still be being answered"
-            );
         }
-        stop.store(true, Ordering::SeqCst);
-        // End the flood: the server sees a reset and drops the rest.
-        greedy.shutdown(std::net::Shutdown::Both).unwrap();
+        // ...and the flood was not cut to make room: it is still answered.
+        let after = answered();
+        assert!(
+            wait_until(IO_TIMEOUT, || answered() > after + 1_000),
+            "the flood stopped being answered"
+        );
     });
 }
 

@@ -220,30 +220,39 @@ fn audit_sync_always_syncs_before_each_reply() {
     if !have_tool("strace") {
         return skip("strace is not installed (make test installs it with apt-get)");
     }
+    let mut server = ServerProcess::start(&["--audit-sync", "always", "--workers", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
-    let server =
-        ServerProcess::start_with(&["--audit-sync", "always", "--workers", "2"], |command| {
-            let program = command.get_program().to_owned();
-            let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
-            *command = Command::new("strace");
-            command
-                .args([
-                    "-f",
-                    "-qq",
-                    "-s",
-                    "256",
-                    "-e",
-                    "trace=write,fdatasync,sendto",
-                    "-o",
-                ])
-                .arg(&trace)
-                .arg(program)
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped());
-        });
+    // Attach to the running server (every thread), so signals go to the
+    // server itself and strace ends when it exits.
+    let mut strace = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-s",
+            "256",
+            "-e",
+            "trace=write,fdatasync,sendto",
+            "-o",
+        ])
+        .arg(&trace)
+        .args(["-p", &server.child.id().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // strace writes to the trace once attached: wait for the first line, a
+    // write the server makes on its own (the watchdog of the room makes
+    // none, so ask until the trace shows our request).
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            let _ = try_ask(server.addr, "2");
+            std::fs::read_to_string(&trace).is_ok_and(|t| t.contains("sendto("))
+        }),
+        "strace did not attach"
+    );
+    let before = std::fs::read_to_string(&trace).unwrap().lines().count();
     // One request at a time, so the trace is a sequence.
     for n in ["17", "4", "19", "21"] {
         assert!(matches!(
@@ -252,12 +261,13 @@ fn audit_sync_always_syncs_before_each_reply() {
         ));
     }
     server.signal(libc::SIGINT);
-    drop(server);
+    assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
+    let _ = strace.wait();
     let text = std::fs::read_to_string(&trace).unwrap();
     let mut replies = 0;
     let mut audit_written = false;
     let mut synced_since = false;
-    for line in text.lines() {
+    for line in text.lines().skip(before) {
         // An audit line (not a terminal log record on fd 2).
         let audit_write = line.contains("write(")
             && !line.contains("write(2,")

@@ -296,8 +296,17 @@ pub fn under_load<R>(
                 })
             })
             .collect();
+        // Stop the clients even if `during` panics, so a failed assertion
+        // fails the test instead of waiting for 20,000 requests each.
+        struct StopClients<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopClients<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let guard = StopClients(&stop);
         let result = during();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(guard);
         let received = clients
             .into_iter()
             .flat_map(|c| c.join().expect("client thread"))
