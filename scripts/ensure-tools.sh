@@ -10,9 +10,9 @@
 #   m4         required: the GMP that `rug` builds needs it
 #   logrotate  optional: a test runs the shipped logrotate example for real
 #   haproxy    optional: a test validates deploy/haproxy.cfg with `haproxy -c`;
-#              the balancer in front of several instances
+#              tests/scale_out.rs runs it in front of three instances
 #   socat      optional: deploy/rolling-restart.sh talks to HAProxy's stats
-#              socket through it
+#              socket through it (tests/scale_out.rs runs the script)
 set -euo pipefail
 
 required=()

@@ -1,7 +1,7 @@
 //! The shipped deployment files: HAProxy accepts `deploy/haproxy.cfg`, and
 //! `deploy/rolling-restart.sh` checks its arguments before touching
-//! anything. (Restarting real instances behind HAProxy needs the PROXY
-//! protocol wired into the server; see the README for how it was run.)
+//! anything. (Restarting real instances behind a real HAProxy under load
+//! is `tests/scale_out.rs`.)
 
 use std::process::{Command, Output};
 

@@ -698,3 +698,117 @@ pub fn parse_audit(line: &str) -> AuditRecord {
     assert!(record.time.ends_with('Z'), "timestamp not UTC: {line:?}");
     record
 }
+
+/// Connects to `addr` from `source` (any address of 127.0.0.0/8 works on
+/// loopback), so one test can be several clients, with bounded reads and
+/// writes. Fallible, for load generators that count failures.
+pub fn try_connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// A PROXY protocol v1 header (`PROXY TCP4|TCP6 ...\r\n`) for a connection
+/// from `source` to `destination`, as HAProxy's `send-proxy` writes it.
+pub fn proxy_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    ppp::v1::Addresses::from((source, destination))
+        .to_string()
+        .into_bytes()
+}
+
+/// A PROXY protocol v2 `PROXY` header over TCP for a connection from
+/// `source` to `destination`, as HAProxy's `send-proxy-v2` writes it.
+pub fn proxy_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        (source, destination),
+    )
+    .build()
+    .expect("a v2 header with two addresses fits")
+}
+
+/// A PROXY protocol v2 `LOCAL` header (what a proxy sends for its own
+/// health checks): no client address, the socket peer stands.
+pub fn proxy_v2_local() -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Version};
+    Builder::new(Version::Two | Command::Local, 0)
+        .build()
+        .expect("an empty v2 header fits")
+}
+
+/// Bytes the server has read from the TCP connection `server` <- `client`
+/// (received by its kernel, less those still queued unread), asked of the
+/// kernel through sock_diag for that one socket; `None` while no such
+/// socket exists (not accepted yet, or closed). Lets a test wait until the
+/// server has consumed exactly the bytes it sent so far, instead of
+/// sleeping and hoping. (An exact lookup by address: reading
+/// `/proc/net/tcp` instead skips rows while other tests churn through
+/// thousands of sockets.)
+pub fn server_read(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+    use netlink_packet_sock_diag::inet::{
+        nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags,
+    };
+    use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
+
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).expect("netlink sock_diag socket");
+    socket.bind_auto().expect("bind netlink");
+    socket
+        .connect(&netlink_sys::SocketAddr::new(0, 0))
+        .expect("connect netlink");
+    // Without NLM_F_DUMP the kernel looks up the one socket with this
+    // address, port, peer address and peer port (cookie: "any").
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let request = InetRequest {
+        family: if server.is_ipv4() { AF_INET } else { AF_INET6 },
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::INFO,
+        states: StateFlags::all(),
+        socket_id: SocketId {
+            source_port: server.port(),
+            destination_port: client.port(),
+            source_address: server.ip(),
+            destination_address: client.ip(),
+            interface_id: 0,
+            cookie: [0xff; 8],
+        },
+    };
+    let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0).expect("send sock_diag request");
+    let mut answer = vec![0; 8192];
+    let n = socket
+        .recv(&mut &mut answer[..], 0)
+        .expect("sock_diag answer");
+    let reply =
+        NetlinkMessage::<SockDiagMessage>::deserialize(&answer[..n]).expect("a sock_diag message");
+    match reply.payload {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+            // 1 is TCP_ESTABLISHED, 8 CLOSE_WAIT (the client half-closed);
+            // an exact lookup falls back to the listener (10) before accept.
+            if ![1, 8].contains(&response.header.state) {
+                return None;
+            }
+            let received = response.nlas.iter().find_map(|nla| match nla {
+                Nla::TcpInfo(info) => Some(info.bytes_received),
+                _ => None,
+            })?;
+            Some(received - u64::from(response.header.recv_queue))
+        }
+        // ENOENT: no such socket (yet, or any more).
+        NetlinkPayload::Error(_) => None,
+        other => panic!("unexpected sock_diag answer {other:?}"),
+    }
+}
