@@ -475,6 +475,34 @@ mod tests {
     }
 
     #[test]
+    fn montgomery_constants_are_exact() {
+        // Checked against GMP, not through Miller-Rabin: a wrong R^2 mod n
+        // only changes the bases tested, which primes pass anyway.
+        let r = Integer::from(1) << 64;
+        for n in [
+            3u64,
+            4493,
+            3_215_031_751,
+            (1 << 63) - 25,
+            (1 << 63) + 1,
+            18_446_744_073_709_551_557,
+            u64::MAX,
+        ] {
+            let m = Montgomery::for_modulus(n);
+            let big_n = Integer::from(n);
+            assert_eq!(m.n, n);
+            assert_eq!(n.wrapping_mul(m.n_inv), 1, "n * n_inv mod 2^64, n = {n}");
+            assert_eq!(
+                Integer::from(m.one),
+                Integer::from(&r % &big_n),
+                "R mod n, n = {n}"
+            );
+            let r2 = Integer::from(&r * &r) % &big_n;
+            assert_eq!(Integer::from(m.r2), r2, "R^2 mod n, n = {n}");
+        }
+    }
+
+    #[test]
     fn heavy_means_beyond_u64() {
         let heavy = |s: &str| is_heavy(&parse_int(s.as_bytes()).unwrap());
         assert!(!heavy("18446744073709551615"));

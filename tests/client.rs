@@ -177,6 +177,26 @@ fn keep_alive_client_shows_each_answer_before_the_next_line() {
 }
 
 #[test]
+fn one_shot_client_reading_stdin_shows_each_answer_before_the_next_line() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let mut child = spawn_client(&["--addr", &addr, "--quiet"]);
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let printed = stdout_lines(&mut child);
+    for (line, want) in [("17", "T"), ("4", "F")] {
+        type_line(&mut stdin, line);
+        let got = printed
+            .recv_timeout(IO_TIMEOUT)
+            .unwrap_or_else(|_| panic!("no answer to {line} while the next line is withheld"));
+        assert_eq!(got, want);
+    }
+    drop(stdin);
+    let (status, stderr) = finish(child);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(server.audit_lines().len(), 2);
+}
+
+#[test]
 fn one_shot_timeout_is_reported_in_words_with_exit_1() {
     let (addr, peer) = silent_server();
     let child = spawn_client(&["--addr", &addr.to_string(), "--timeout", "300ms", "17"]);
