@@ -52,7 +52,7 @@ fuzz: deps
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_line -- -max_total_time=$(FUZZ_SECONDS)
 
 ## mutants: mutation testing of the core modules with their unit tests (not in
-## CI: about 15 minutes on 2 cores; installs cargo-mutants if missing). Fails
+## CI: about 12 minutes on 2 cores; installs cargo-mutants if missing). Fails
 ## when a mutant survives; the report is in target/mutants/mutants.out
 ## (missed.txt, caught.txt, ...). Narrow it with MUTANTS_FILES='src/parse.rs'.
 MUTANTS_FILES ?= src/parse.rs src/escape.rs src/protocol.rs src/prime.rs src/audit.rs src/conn.rs
