@@ -16,30 +16,25 @@ use crate::parse::ParsedInt;
 use rug::integer::IsPrime;
 use rug::Integer;
 
-/// Bit `p` is set when `p` is prime, for `p < 64`.
-const SMALL_PRIME_MASK: u64 = (1 << 2)
-    | (1 << 3)
-    | (1 << 5)
-    | (1 << 7)
-    | (1 << 11)
-    | (1 << 13)
-    | (1 << 17)
-    | (1 << 19)
-    | (1 << 23)
-    | (1 << 29)
-    | (1 << 31)
-    | (1 << 37)
-    | (1 << 41)
-    | (1 << 43)
-    | (1 << 47)
-    | (1 << 53)
-    | (1 << 59)
-    | (1 << 61);
-
 /// Odd primes below 64, for trial division before Miller-Rabin.
 const SMALL_ODD_PRIMES: [u64; 17] = [
     3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61,
 ];
+
+/// Bit `p` is set when `p` is prime, for `p < 64`: 2 and [`SMALL_ODD_PRIMES`],
+/// derived so the two can never disagree.
+const SMALL_PRIME_MASK: u64 = prime_mask(&SMALL_ODD_PRIMES);
+
+/// The mask with bit 2 and bit `p` for each `p` in `odd_primes` (each below 64).
+const fn prime_mask(odd_primes: &[u64]) -> u64 {
+    let mut mask = 1 << 2;
+    let mut i = 0;
+    while i < odd_primes.len() {
+        mask |= 1 << odd_primes[i];
+        i += 1;
+    }
+    mask
+}
 
 /// Smallest strong pseudoprime to bases 2, 3, 5 and 7 (OEIS A014233).
 const FOUR_BASES_LIMIT: u64 = 3_215_031_751;
@@ -80,10 +75,13 @@ pub fn is_prime_u64(n: u64) -> bool {
     if SMALL_ODD_PRIMES.iter().any(|&p| n.is_multiple_of(p)) {
         return false;
     }
+    // No prime below 67 divides n, so below 67^2 it is prime. This only
+    // skips Miller-Rabin, which would say the same (so cargo-mutants'
+    // `67 + 67` and `67 / 67` here are equivalent mutants).
     if n < 67 * 67 {
         return true;
     }
-    let m = Montgomery::new(n);
+    let m = Montgomery::for_modulus(n);
     if n < FOUR_BASES_LIMIT {
         [2, 3, 5, 7].iter().all(|&a| m.strong_probable_prime(a))
     } else {
@@ -115,8 +113,10 @@ struct Montgomery {
 }
 
 impl Montgomery {
-    /// Precomputes the constants for odd `n > 1`.
-    fn new(n: u64) -> Self {
+    /// Precomputes the constants for odd `n > 1`. (Not called `new`:
+    /// cargo-mutants leaves functions of that name alone, and this
+    /// arithmetic is worth mutating.)
+    fn for_modulus(n: u64) -> Self {
         debug_assert!(n % 2 == 1 && n > 1);
         // Newton's iteration doubles the correct low bits each step; an odd
         // n is its own inverse modulo 8 (3 bits), so five steps give 96.
@@ -270,14 +270,71 @@ mod tests {
             let n = splitmix(&mut state) >> 24;
             assert_eq!(is_prime_u64(n), reference_is_prime(n), "n = {n}");
         }
-        // Near 2^64, check random products of two primes and random primes
-        // built by search, where the answer is known by construction.
+    }
+
+    /// The first prime at or above `start`, by trial division (for `start`
+    /// below 2^32, at most 2^15 divisions a candidate).
+    fn next_prime_by_trial_division(start: u64) -> u64 {
+        (start..)
+            .find(|&n| reference_is_prime(n))
+            .expect("a prime follows")
+    }
+
+    /// A random prime in [2^31.5, 2^32), so the product of two is in
+    /// [2^63, 2^64); found by trial division, so known prime independently
+    /// of the code under test.
+    fn random_prime_near_2_32(state: &mut u64) -> u64 {
+        const LOW: u64 = 3_037_000_500; // ceil(2^31.5)
+        const SPAN: u64 = (1 << 32) - 400 - LOW; // prime gaps below 2^32 are < 400
+        let p = next_prime_by_trial_division(LOW + splitmix(state) % SPAN);
+        assert!(p < 1 << 32);
+        p
+    }
+
+    #[test]
+    fn semiprimes_near_2_64_are_composite() {
+        // Products of two primes near 2^32 have no factor below 2^31, so
+        // trial division passes them on and Miller-Rabin, in Montgomery form
+        // with a modulus near 2^64, must find them composite: the hardest
+        // composites for the 64-bit path, asserted on every draw.
+        let mut state = 0x5eed;
         for _ in 0..200 {
-            let a = splitmix(&mut state) >> 33 | 1;
-            let b = splitmix(&mut state) >> 33 | 1;
-            if reference_is_prime(a) && reference_is_prime(b) {
-                assert!(!is_prime_u64(a * b), "{a} * {b}");
+            let p = random_prime_near_2_32(&mut state);
+            let q = random_prime_near_2_32(&mut state);
+            let n = p * q;
+            assert!(n >= 1 << 63, "{p} * {q} is near 2^64");
+            assert!(!is_prime_u64(n), "{p} * {q} = {n}");
+            assert!(!is_prime_u64(p * p), "{p}^2");
+            assert!(is_prime_u64(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn primes_near_2_64_are_prime() {
+        // Walk down from random points in the top 2^32 of the range to the
+        // prime below each, checking every number on the way. The reference
+        // is GMP's Baillie-PSW, exact below 2^64: every base-2 strong
+        // pseudoprime below 2^64 has been enumerated (Feitsma and Galway)
+        // and none passes the strong Lucas test.
+        let reference = |n: u64| Integer::from(n).is_probably_prime(30) != IsPrime::No;
+        let mut state = 0x0264;
+        let mut primes = 0;
+        for _ in 0..100 {
+            let mut n = u64::MAX - splitmix(&mut state) % (1 << 32);
+            loop {
+                let prime = reference(n);
+                assert_eq!(is_prime_u64(n), prime, "n = {n}");
+                if prime {
+                    primes += 1;
+                    break;
+                }
+                n -= 1;
             }
+        }
+        assert_eq!(primes, 100);
+        // The last numbers below 2^64, every one.
+        for n in u64::MAX - 2000..=u64::MAX {
+            assert_eq!(is_prime_u64(n), reference(n), "n = {n}");
         }
     }
 
@@ -403,6 +460,49 @@ mod tests {
         let negative_mersenne = format!("-{}", pow2_minus_1(127));
         assert!(!prime_str(&negative_mersenne));
         assert!(!is_prime_big(&Integer::from(-7)));
+    }
+
+    #[test]
+    fn big_path_is_exact_at_the_small_end_too() {
+        // GMP's test takes any size; the `n < 2` guard must stop at 2.
+        for (n, want) in [
+            (-2, false),
+            (0, false),
+            (1, false),
+            (2, true),
+            (3, true),
+            (4, false),
+        ] {
+            assert_eq!(is_prime_big(&Integer::from(n)), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn montgomery_constants_are_exact() {
+        // Checked against GMP, not through Miller-Rabin: a wrong R^2 mod n
+        // only changes the bases tested, which primes pass anyway.
+        let r = Integer::from(1) << 64;
+        for n in [
+            3u64,
+            4493,
+            3_215_031_751,
+            (1 << 63) - 25,
+            (1 << 63) + 1,
+            18_446_744_073_709_551_557,
+            u64::MAX,
+        ] {
+            let m = Montgomery::for_modulus(n);
+            let big_n = Integer::from(n);
+            assert_eq!(m.n, n);
+            assert_eq!(n.wrapping_mul(m.n_inv), 1, "n * n_inv mod 2^64, n = {n}");
+            assert_eq!(
+                Integer::from(m.one),
+                Integer::from(&r % &big_n),
+                "R mod n, n = {n}"
+            );
+            let r2 = Integer::from(&r * &r) % &big_n;
+            assert_eq!(Integer::from(m.r2), r2, "R^2 mod n, n = {n}");
+        }
     }
 
     #[test]

@@ -166,4 +166,20 @@ mod tests {
         }
         assert_eq!(Verdict::from_code(b'X'), None);
     }
+
+    #[test]
+    fn letters_replies_and_meanings_are_exact() {
+        // What prime-client prints beside each letter (`17: T (prime)`).
+        let table = [
+            (Verdict::Prime, 'T', &b"T\n"[..], "prime"),
+            (Verdict::NotPrime, 'F', b"F\n", "not prime"),
+            (Verdict::NotInteger, 'E', b"E\n", "not an integer"),
+        ];
+        for (verdict, code, reply, meaning) in table {
+            assert_eq!(verdict.code(), code);
+            assert_eq!(verdict.reply(), reply);
+            assert_eq!(verdict.meaning(), meaning);
+        }
+        assert_eq!(Verdict::ALL.map(Verdict::code), ['T', 'F', 'E']);
+    }
 }

@@ -1,11 +1,12 @@
 //! `prime-client`: asks a prime-server about numbers.
 //!
 //! Numbers come from the arguments, or from stdin one per line when there
-//! are none. Exit status: 0 when every number was answered, 1 when the
-//! server could not be reached or broke the protocol, 2 for bad usage.
+//! are none; each answer is printed as soon as it arrives. Exit status: 0
+//! when every number was answered, 1 when the server could not be reached,
+//! timed out, closed early or broke the protocol, 2 for bad usage.
 
 use clap::Parser;
-use prime_server::client::{ask, ask_pipelined, ClientError, Exchange};
+use prime_server::client::{ask, ask_pipelined, ClientError, Exchange, ReplySink};
 use prime_server::config::{parse_addr, parse_duration};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::net::SocketAddr;
@@ -60,9 +61,12 @@ fn main() -> ExitCode {
         _ => Output::Human,
     };
     let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let result = run(&args, output, &mut out);
-    let flushed = out.flush();
+    let mut printer = Printer {
+        out: BufWriter::new(stdout.lock()),
+        output,
+    };
+    let result = run(&args, &mut printer);
+    let flushed = printer.out.flush();
     match (result, flushed) {
         (Ok(()), Ok(())) => ExitCode::SUCCESS,
         (Err(e), _) => {
@@ -77,42 +81,64 @@ fn main() -> ExitCode {
 }
 
 /// Asks about every number, printing each answer as it comes.
-fn run(args: &ClientArgs, output: Output, out: &mut impl Write) -> Result<(), ClientError> {
-    let mut print = |exchange: Exchange| {
-        // A closed stdout (e.g. piped into `head`) must not look like a
-        // server failure; stop printing quietly instead.
-        let _ = print_exchange(out, output, &exchange);
-    };
-    let from_stdin = args.numbers.is_empty();
-    let stdin_lines = || {
-        io::BufReader::new(io::stdin())
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| !l.trim().is_empty())
-    };
+fn run(args: &ClientArgs, printer: &mut Printer<impl Write>) -> Result<(), ClientError> {
+    let numbers = args.numbers.clone();
     if args.keep_alive {
-        if from_stdin {
-            ask_pipelined(args.addr, stdin_lines(), args.timeout, &mut print)?;
+        if numbers.is_empty() {
+            ask_pipelined(args.addr, stdin_lines(), args.timeout, printer)?;
         } else {
-            ask_pipelined(
-                args.addr,
-                args.numbers.iter().cloned(),
-                args.timeout,
-                &mut print,
-            )?;
+            ask_pipelined(args.addr, numbers, args.timeout, printer)?;
         }
         return Ok(());
     }
-    if from_stdin {
-        for line in stdin_lines() {
-            print(ask(args.addr, &line, args.timeout)?);
-        }
+    let mut one_at_a_time = |line: String| -> Result<(), ClientError> {
+        printer.reply(ask(args.addr, &line, args.timeout)?);
+        // Each answer is a whole connection; show it before the next.
+        printer.caught_up();
+        Ok(())
+    };
+    if numbers.is_empty() {
+        stdin_lines().try_for_each(&mut one_at_a_time)
     } else {
-        for number in &args.numbers {
-            print(ask(args.addr, number, args.timeout)?);
-        }
+        numbers.into_iter().try_for_each(&mut one_at_a_time)
     }
-    Ok(())
+}
+
+/// Stdin's non-blank lines. A line that is not UTF-8 is sent with U+FFFD in
+/// place of its bad bytes rather than ending the input early: either way it
+/// holds a non-ASCII byte, so the server's answer (`E`) is the same.
+fn stdin_lines() -> impl Iterator<Item = String> + Send + 'static {
+    // `Stdin` itself, not its lock: the lines are read on another thread.
+    io::BufReader::new(io::stdin())
+        .split(b'\n')
+        .map_while(Result::ok)
+        .map(|bytes| {
+            let line = String::from_utf8_lossy(&bytes);
+            line.strip_suffix('\r').unwrap_or(&line).to_owned()
+        })
+        .filter(|l| !l.trim().is_empty())
+}
+
+/// Prints answers in the chosen format to a buffered `out`, flushing it
+/// whenever the client catches up with the server, so a person sees each
+/// answer at once and bulk runs still print in large writes.
+struct Printer<W> {
+    /// Standard output, buffered.
+    out: W,
+    /// The format.
+    output: Output,
+}
+
+impl<W: Write> ReplySink for Printer<W> {
+    fn reply(&mut self, exchange: Exchange) {
+        // A closed stdout (e.g. piped into `head`) must not look like a
+        // server failure; stop printing quietly instead.
+        let _ = print_exchange(&mut self.out, self.output, &exchange);
+    }
+
+    fn caught_up(&mut self) {
+        let _ = self.out.flush();
+    }
 }
 
 /// Prints one answer in the chosen format.
