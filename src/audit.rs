@@ -362,11 +362,7 @@ impl AuditLog {
         peer: SocketAddr,
         answers: impl IntoIterator<Item = &'a Answer>,
     ) -> Result<(), AppendError> {
-        let at = SystemTime::now();
-        let mut lines = String::new();
-        for answer in answers {
-            lines.push_str(&format_line(at, peer, answer));
-        }
+        let lines = format_lines(SystemTime::now(), peer, answers);
         self.append(lines.as_bytes())
     }
 
@@ -708,13 +704,30 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// One audit line, newline included.
 pub fn format_line(at: SystemTime, peer: SocketAddr, answer: &Answer) -> String {
-    format!(
-        "{} {} {} {}\n",
-        humantime::format_rfc3339_micros(at),
-        peer,
-        answer.verdict.code(),
-        answer.phrase
-    )
+    format_lines(at, peer, [answer])
+}
+
+/// The audit lines of one batch (one client, one moment), newlines
+/// included: the time and the address are formatted once for all of them.
+pub fn format_lines<'a>(
+    at: SystemTime,
+    peer: SocketAddr,
+    answers: impl IntoIterator<Item = &'a Answer>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut prefix = String::with_capacity(80);
+    // Writing to a String cannot fail.
+    let _ = write!(prefix, "{} {} ", humantime::format_rfc3339_micros(at), peer);
+    let answers = answers.into_iter();
+    let mut lines = String::with_capacity(answers.size_hint().0 * (prefix.len() + 32));
+    for answer in answers {
+        lines.push_str(&prefix);
+        lines.push(answer.verdict.code());
+        lines.push(' ');
+        lines.push_str(&answer.phrase);
+        lines.push('\n');
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -740,6 +753,22 @@ mod tests {
             format_line(at, peer, &answer),
             "2026-09-21T14:13:20.123456Z [::1]:4242 T '17' is a prime number\n"
         );
+    }
+
+    #[test]
+    fn a_batch_shares_its_time_and_peer() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_000_001);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let answers = [
+            Answer::for_line(b"17", crate::prime::is_prime),
+            Answer::for_line(b"4j", crate::prime::is_prime),
+        ];
+        assert_eq!(
+            format_lines(at, peer, &answers),
+            "2026-09-21T14:13:20.000001Z 127.0.0.1:9 T '17' is a prime number\n\
+             2026-09-21T14:13:20.000001Z 127.0.0.1:9 E '4j' is not an integer\n"
+        );
+        assert_eq!(format_lines(at, peer, []), "");
     }
 
     #[test]

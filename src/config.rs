@@ -6,7 +6,7 @@ use crate::clients::Rate;
 use crate::conn::Limits;
 use crate::logging::{LogFormat, LogLevel};
 use crate::proxy::TrustedProxies;
-use crate::server::{cores, default_workers, ServerOptions};
+use crate::server::{cores, default_workers, default_workers_for, ServerOptions};
 use crate::service::PrimeOptions;
 use crate::Config;
 use clap::builder::RangedU64ValueParser;
@@ -105,7 +105,7 @@ pub struct EchoArgs {
 /// Options every server of the project takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Worker threads; they never wait on a client, so a few per core suffice [default: 4 per core]
+    /// Worker threads; they never wait on a client or a big number, so one per core suffices [default: one per core; eight per core with --audit-sync always]
     #[arg(long, env = "PRIME_SERVER_WORKERS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
     pub workers: Option<usize>,
 
@@ -213,6 +213,10 @@ impl ServerArgs {
             }),
             server: ServerOptions {
                 heavy_threads: self.big_tests.unwrap_or_else(cores),
+                workers: self
+                    .common
+                    .workers
+                    .unwrap_or_else(|| default_workers_for(self.audit_sync)),
                 ..self.common.server_options()
             },
             prime: PrimeOptions { keep_alive },

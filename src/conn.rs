@@ -235,9 +235,17 @@ impl Connection {
         self.accepted
     }
 
-    /// When the line being received started, if part of one is buffered.
+    /// When the first byte of the line being received arrived, if it
+    /// arrived by a read since the last line was taken. Part of a line can
+    /// be buffered with no time known (it came with the lines a worker just
+    /// took): see [`Connection::has_partial_line`].
     pub fn line_started(&self) -> Option<Instant> {
         self.line_started
+    }
+
+    /// Whether part of a line is buffered (its first byte has come).
+    pub fn has_partial_line(&self) -> bool {
+        !self.input.is_empty()
     }
 
     /// When the buffered lines became complete.
@@ -276,13 +284,13 @@ impl Connection {
             return Ok(Fill::Eof);
         }
         let start = self.input.len();
-        if self.input.capacity() - start < READ_CHUNK {
-            self.input.reserve(READ_CHUNK);
+        // Read on the stack and keep only what arrived: a connection that
+        // sends `17\n` costs a 3-byte buffer, not a zeroed 4 KiB one.
+        let mut chunk = [0u8; READ_CHUNK];
+        let result = recv_now(&self.stream, &mut chunk, 0);
+        if let Ok(n) = result {
+            self.input.extend_from_slice(&chunk[..n]);
         }
-        self.input.resize(start + READ_CHUNK, 0);
-        let result = recv_now(&self.stream, &mut self.input[start..], 0);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.input.truncate(start + n);
         match result {
             Ok(0) => {
                 self.peer_eof = true;
@@ -410,9 +418,10 @@ impl Connection {
             return None;
         };
         self.scanned = 0;
-        // What is left is the start of the next line; its clock starts
-        // now, so time spent queued for a worker is not held against it.
-        self.line_started = (!self.input.is_empty()).then(Instant::now);
+        // What is left is the start of the next line; its clock starts when
+        // the connection next waits for the rest (see `has_partial_line`),
+        // so time spent queued for a worker is not held against it.
+        self.line_started = None;
         Some(line)
     }
 

@@ -274,7 +274,7 @@ impl Room {
                 }
                 conn.shrink();
                 State::Read {
-                    idle: conn.line_started().is_none() && conn.lines_taken() > 0,
+                    idle: !conn.has_partial_line() && conn.lines_taken() > 0,
                 }
             }
             Park::Flush(then) => State::Flush(then),
@@ -357,7 +357,7 @@ impl Room {
                     let entry = self.remove(token, core);
                     core.clone().dispatch(entry.conn);
                 }
-                Input::Wait if idle && entry.conn.line_started().is_some() => {
+                Input::Wait if idle && entry.conn.has_partial_line() => {
                     // The first byte of a keep-alive line: from now on the
                     // request timeout applies, not the idle timeout.
                     let state = State::Read { idle: false };
@@ -483,7 +483,7 @@ impl Room {
             Input::Ready => core.clone().dispatch(conn),
             Input::Closed => {}
             Input::Wait => {
-                if conn.lines_taken() == 0 || conn.line_started().is_some() {
+                if conn.lines_taken() == 0 || conn.has_partial_line() {
                     core.metrics().closed_at_stop.inc();
                 }
                 debug!(core.log(), "stopping: closing a connection with no complete line";
@@ -499,10 +499,10 @@ fn deadline_of(conn: &Connection, state: State) -> Instant {
     let now = Instant::now();
     match state {
         State::Read { .. } if conn.lines_taken() == 0 => conn.accepted() + limits.request_timeout,
-        State::Read { .. } => match conn.line_started() {
-            Some(started) => started + limits.request_timeout,
-            None => now + limits.idle_timeout,
-        },
+        State::Read { .. } if conn.has_partial_line() => {
+            conn.line_started().unwrap_or(now) + limits.request_timeout
+        }
+        State::Read { .. } => now + limits.idle_timeout,
         State::Flush(_) => now + limits.write_timeout,
         State::Linger { .. } => now + LINGER,
         State::Throttled => now,

@@ -43,14 +43,14 @@ use crate::proxy::TrustedProxies;
 use crate::room::Room;
 use crate::shutdown::Shutdown;
 use crate::sync::{Permit, Semaphore};
-use crate::worker::{Core, Handler, Serve};
+use crate::worker::{Core, Handler, ReadyQueue, Serve};
 use prometheus_client::metrics::gauge::Gauge;
 use slog::{info, warn, Logger};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use threadpool::ThreadPool;
@@ -128,12 +128,23 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-/// The default pool size: four workers per core. Workers never wait on
-/// clients (the room does), but a worker can wait on the disk (the audit
-/// log, and its `fdatasync` with `--audit-sync always`), so a few per core
-/// keep the cores busy meanwhile.
+/// The default pool size: one worker per core. Workers never wait on
+/// clients (the room does) nor on big numbers (the lane does), so more
+/// would only add wake-ups and context switches (measured: see the
+/// README's Performance section). With `--audit-sync always` a worker
+/// waits for the disk, so see [`default_workers_for`].
 pub fn default_workers() -> usize {
-    cores() * 4
+    cores()
+}
+
+/// The default pool size for an audit sync policy: with `always`, eight
+/// per core, so that while one group `fdatasync` runs, the next group's
+/// lines are being written (group commit needs writers in flight).
+pub fn default_workers_for(policy: crate::audit::SyncPolicy) -> usize {
+    match policy {
+        crate::audit::SyncPolicy::Always => cores() * 8,
+        _ => default_workers(),
+    }
 }
 
 /// Why the server could not listen.
@@ -237,6 +248,8 @@ pub fn serve<H: Handler>(
         shutdown: shutdown.clone(),
         abandoned: AtomicBool::new(false),
         batch_lines: options.batch_lines.max(1),
+        ready: Mutex::new(ReadyQueue::default()),
+        workers,
         limits: options.limits,
         health: Arc::clone(health),
         log: log.clone(),

@@ -34,8 +34,9 @@ use crate::room::{Park, RoomHandle};
 use crate::shutdown::Shutdown;
 use slog::{debug, error, warn, Logger};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use threadpool::ThreadPool;
 
@@ -116,6 +117,21 @@ pub trait Serve: Send + Sync {
     fn health(&self) -> &Health;
 }
 
+/// Connections waiting for a worker, in arrival order.
+///
+/// The pool is not handed one job per connection: a job drains this queue
+/// until it is empty, and a new job is posted (waking a sleeping worker)
+/// only when the queue is longer than the jobs already draining it. Under
+/// load a busy worker takes the next connection straight from the queue,
+/// sparing a wake-up and the pool's shared channel per request.
+#[derive(Debug, Default)]
+pub struct ReadyQueue {
+    /// Ready connections, oldest first.
+    queue: VecDeque<Connection>,
+    /// Pool jobs draining the queue now.
+    draining: usize,
+}
+
 /// Everything a connection's journey needs, shared by the accept loop, the
 /// room, the workers and the lane.
 pub struct Core<H: Handler> {
@@ -139,6 +155,11 @@ pub struct Core<H: Handler> {
     pub abandoned: AtomicBool,
     /// Lines per worker turn, at most.
     pub batch_lines: usize,
+    /// Connections with a complete line, waiting for a worker, and how many
+    /// pool jobs are draining them.
+    pub ready: Mutex<ReadyQueue>,
+    /// Pool jobs that may drain the ready queue at once (the pool's size).
+    pub workers: usize,
     /// Deadlines and line limit given to every connection.
     pub limits: crate::conn::Limits,
     /// Liveness marks for the watchdog.
@@ -169,6 +190,40 @@ impl<H: Handler> Core<H> {
             }
             Input::Wait => self.room.park(conn, Park::Read),
             Input::Closed => {}
+        }
+    }
+
+    /// The ready queue, recovering from poisoning: nothing that can panic
+    /// runs under this lock.
+    fn lock_ready(&self) -> MutexGuard<'_, ReadyQueue> {
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A pool job: serves ready connections until the queue is empty.
+    fn drain(self: Arc<Self>) {
+        loop {
+            let conn = {
+                let mut ready = self.lock_ready();
+                match ready.queue.pop_front() {
+                    Some(conn) => conn,
+                    None => {
+                        ready.draining -= 1;
+                        return;
+                    }
+                }
+            };
+            self.metrics.queued.dec();
+            self.metrics.in_service.inc();
+            // Handler panics are contained inside `work`; this catches a bug
+            // of the core's own, so the drainer count stays right and the
+            // queue keeps moving.
+            let served = catch_unwind(AssertUnwindSafe(|| self.work(conn)));
+            self.metrics.in_service.dec();
+            if let Err(panic) = served {
+                self.metrics.panics.inc();
+                error!(self.log, "worker panicked outside a handler; connection dropped";
+                    "panic" => panic_message(panic.as_ref()));
+            }
         }
     }
 
@@ -314,13 +369,20 @@ impl<H: Handler> Serve for Core<H> {
     fn dispatch(self: Arc<Self>, mut conn: Connection) {
         conn.mark_ready(Instant::now());
         self.metrics.queued.inc();
-        let core = Arc::clone(&self);
-        self.pool.execute(move || {
-            core.metrics.queued.dec();
-            core.metrics.in_service.inc();
-            core.work(conn);
-            core.metrics.in_service.dec();
-        });
+        let mut ready = self.lock_ready();
+        ready.queue.push_back(conn);
+        // Wake another worker only when the queue outgrows the workers
+        // already draining it: a busy worker takes the next connection
+        // without a wake-up of its own.
+        let post = ready.draining < self.workers && ready.queue.len() > ready.draining;
+        if post {
+            ready.draining += 1;
+        }
+        drop(ready);
+        if post {
+            let core = Arc::clone(&self);
+            self.pool.execute(move || core.drain());
+        }
     }
 
     fn after_flush(self: Arc<Self>, conn: Connection, then: Then) {
