@@ -316,13 +316,19 @@ fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
         "/deploy/prime-server.service"
     ))
     .unwrap();
-    let exec = unit
+    // systemd joins lines that end in a backslash.
+    let joined = unit.replace("\\\n", " ");
+    let exec = joined
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("an ExecStart line");
     let args = prime_server::config::ServerArgs::try_parse_from(exec.split_whitespace())
         .unwrap_or_else(|e| panic!("ExecStart flags do not parse: {e}"));
     assert!(args.audit_log.starts_with("/var/log/prime-server/"));
+    assert!(args.common.admin_listen.is_some_and(|a| a.ip().is_loopback()));
+    assert!(args.common.max_rate_per_ip.is_some());
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     assert!(unit.contains("KillSignal=SIGTERM") && unit.contains("Restart=on-failure"));
     assert!(
         unit.contains("LogsDirectory=prime-server"),
