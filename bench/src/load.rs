@@ -80,6 +80,15 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Whether to check replies (the floor answers a constant).
     pub check_replies: bool,
+    /// Half-close each connection once its line is sent (event-driven
+    /// generator): a `--keep-alive` server answers every line until EOF,
+    /// so a connection-per-request client must say it has no more.
+    pub half_close: bool,
+    /// At the end of a duration run, drop the requests still in flight
+    /// (counted in [`LoadResult::abandoned`]) instead of waiting for them
+    /// (event-driven generator): a loop of big numbers queued behind each
+    /// other would otherwise keep the run going for the whole queue.
+    pub abandon_at_stop: bool,
 }
 
 /// What a run measured.
@@ -91,6 +100,10 @@ pub struct LoadResult {
     pub errors: u64,
     /// Replies that were valid but not the expected verdict.
     pub wrong: u64,
+    /// Requests in flight when the run stopped and dropped unanswered
+    /// (only with [`LoadSpec::abandon_at_stop`]); neither answered nor
+    /// errors.
+    pub abandoned: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Latency of answered requests, in microseconds.
@@ -106,6 +119,7 @@ impl LoadResult {
             requests: 0,
             errors: 0,
             wrong: 0,
+            abandoned: 0,
             elapsed: Duration::ZERO,
             latency: new_histogram(),
             generator_cpu: Duration::ZERO,
@@ -117,6 +131,7 @@ impl LoadResult {
         self.requests += other.requests;
         self.errors += other.errors;
         self.wrong += other.wrong;
+        self.abandoned += other.abandoned;
         self.elapsed += other.elapsed;
         self.generator_cpu += other.generator_cpu;
         // Both histograms share bounds, so adding cannot fail.
@@ -131,6 +146,12 @@ impl LoadResult {
     /// A latency percentile, in microseconds.
     pub fn percentile(&self, p: f64) -> u64 {
         self.latency.value_at_quantile(p / 100.0)
+    }
+
+    /// Requests sent and finished one way or the other: answered plus
+    /// failed (abandoned ones are left out: the run cut them short).
+    pub fn sent(&self) -> u64 {
+        self.requests + self.errors
     }
 }
 
@@ -172,6 +193,11 @@ impl Claims {
         }
         let first = self.next.fetch_add(batch, Ordering::Relaxed);
         (first < self.limit).then_some(first)
+    }
+
+    /// Whether a duration run's deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
