@@ -206,7 +206,7 @@ impl Deployment {
                         OsString::from("--audit-seal"),
                         state.into_os_string(),
                         OsString::from("--seal-interval"),
-                        OsString::from(format!("{}ms", interval.as_millis())),
+                        OsString::from(flag_duration(interval)),
                     ]);
                 }
                 if variant.haproxy {
@@ -494,6 +494,16 @@ fn honest_target_met(m: &Measured) -> bool {
         && m.load.percentile(99.0) < P99_TARGET.as_micros() as u64
 }
 
+/// A duration as the server's flags take it: whole seconds when it is
+/// some, milliseconds otherwise.
+fn flag_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
 /// A timeout comfortably longer than a table's whole run, in whole
 /// seconds for the server's flag (at most its 1 h limit).
 fn longer_than(run: Duration) -> String {
@@ -501,6 +511,42 @@ fn longer_than(run: Duration) -> String {
         .as_secs()
         .clamp(60, 3600);
     format!("{secs}s")
+}
+
+/// What the RSS columns of the crowd tables mean.
+const RSS_NOTE: &str = "RSS now: the server's resident memory after the last round, its crowd still open; per crowd connection: the excess over the same server without a crowd, divided by the crowd's size (the kernel's socket buffers are not in it)";
+
+/// The rows of a crowd table: the crowd's row first, the same server
+/// without a crowd second, the floor last; extra cells answered/sent,
+/// crowd held, RSS now and RSS per crowd connection.
+fn crowd_rows(variants: &[Variant], totals: &[Result<Totals, String>], crowd: usize) -> Vec<Row> {
+    let alone_rss = totals
+        .get(1)
+        .and_then(|t| t.as_ref().ok())
+        .and_then(|t| t.rss_kib);
+    variants
+        .iter()
+        .zip(totals)
+        .enumerate()
+        .map(|(i, (v, t))| {
+            let ok = t.as_ref().ok();
+            let held = ok
+                .and_then(|t| t.held)
+                .map_or("-".to_owned(), |(open, all)| format!("{open}/{all}"));
+            let rss = ok
+                .and_then(|t| t.rss_kib)
+                .map_or("-".to_owned(), report::mib);
+            let per_connection = match (i, ok.and_then(|t| t.rss_kib), alone_rss) {
+                (0, Some(with), Some(alone)) if crowd > 0 => format!(
+                    "{:.1} KiB",
+                    with.saturating_sub(alone) as f64 / crowd as f64
+                ),
+                _ => "-".to_owned(),
+            };
+            let sent = ok.map_or("-".to_owned(), |t| answered(&t.load));
+            row(v, t, vec![sent, held, rss, per_connection])
+        })
+        .collect()
 }
 
 /// Stalled clients: honest load beside clients that sent one byte each.
@@ -527,19 +573,7 @@ pub fn stalled(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
         Variant::floor(s.floor),
     ];
     let totals = run_variants(bench, &variants, s.honest_concurrency, false, &[])?;
-    let rows = variants
-        .iter()
-        .zip(&totals)
-        .map(|(v, t)| {
-            let held = t
-                .as_ref()
-                .ok()
-                .and_then(|t| t.held)
-                .map_or("-".to_owned(), |(open, all)| format!("{open}/{all}"));
-            let sent = t.as_ref().map_or("-".to_owned(), |t| answered(&t.load));
-            row(v, t, vec![sent, held])
-        })
-        .collect();
+    let rows = crowd_rows(&variants, &totals, s.stalled);
     let table = Table {
         title: format!(
             "Stalled clients: line 17, {} connections, connection per request, beside {} stalled clients from {} addresses",
@@ -549,9 +583,15 @@ pub fn stalled(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
             format!("each stalled client connects from its own address in 127.0.1.0/24 and up ({} addresses), sends `1` without a newline and stops; the server held all of them (its `/metrics` connections_open) before the first round, and \"stalled clients held\" counts those still open, unanswered, after the last", s.stalled_sources),
             format!("both prime-server rows run with `--request-timeout {timeout}` (longer than the table, so no stalled client times out during it) and `--admin-listen` (for that check); otherwise default flags"),
             "answered/sent: honest requests answered rightly out of those sent (an error or a wrong reply is not answered)".to_owned(),
+            RSS_NOTE.to_owned(),
         ],
         rows,
-        extra_columns: vec!["answered/sent".to_owned(), "stalled clients held".to_owned()],
+        extra_columns: vec![
+            "answered/sent".to_owned(),
+            "stalled clients held".to_owned(),
+            "RSS now".to_owned(),
+            "RSS per stalled client".to_owned(),
+        ],
     };
     let target = table.measured_row(&with).map(|m| {
         let held_all = totals[0]
@@ -618,30 +658,7 @@ pub fn idle(bench: &Bench, open_files: u64) -> anyhow::Result<(Table, Vec<Target
         Variant::floor(s.floor),
     ];
     let totals = run_variants(bench, &variants, s.honest_concurrency, true, &[])?;
-    let alone_rss = totals[1].as_ref().ok().and_then(|t| t.rss_kib);
-    let rows = variants
-        .iter()
-        .zip(&totals)
-        .enumerate()
-        .map(|(i, (v, t))| {
-            let ok = t.as_ref().ok();
-            let held = ok
-                .and_then(|t| t.held)
-                .map_or("-".to_owned(), |(open, all)| format!("{open}/{all}"));
-            let rss = ok
-                .and_then(|t| t.rss_kib)
-                .map_or("-".to_owned(), report::mib);
-            let per_idle = match (i, ok.and_then(|t| t.rss_kib), alone_rss) {
-                (0, Some(with), Some(alone)) if s.idle > 0 => format!(
-                    "{:.1} KiB",
-                    with.saturating_sub(alone) as f64 / s.idle as f64
-                ),
-                _ => "-".to_owned(),
-            };
-            let sent = ok.map_or("-".to_owned(), |t| answered(&t.load));
-            row(v, t, vec![sent, held, rss, per_idle])
-        })
-        .collect();
+    let rows = crowd_rows(&variants, &totals, s.idle);
     let table = Table {
         title: format!(
             "Idle keep-alive: line 17, {} connections, connection per request, beside {} idle keep-alive connections",
@@ -650,7 +667,7 @@ pub fn idle(bench: &Bench, open_files: u64) -> anyhow::Result<(Table, Vec<Target
         notes: vec![
             format!("each idle connection comes from one of {} addresses in 127.0.5.0/24 and up, sent `17`, read `T` and idles; all were held (connections_open on `/metrics`) before the first round, and \"idle held\" counts those still open after the last", s.idle_sources),
             format!("both prime-server rows: `--keep-alive --idle-timeout {idle_timeout} --max-connections {max_connections}` (the idle ones plus the honest load) and `--admin-listen`, default workers; honest clients half-close after their line, as a keep-alive server answers until EOF (the floor is not keep-alive and does not care)"),
-            "RSS now: resident memory after the last round, the idle connections still open; per idle connection: its excess over the row without them, divided by their number".to_owned(),
+            RSS_NOTE.to_owned(),
         ],
         rows,
         extra_columns: vec![
@@ -721,6 +738,8 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
         },
     )?;
     let capacity = s.big_tests as f64 / one_test.as_secs_f64().max(1e-9);
+    // Long enough for each lane thread to finish a few tests.
+    let window = s.heavy_round.max(one_test * 3);
     let flags = ["--big-tests".to_owned(), s.big_tests.to_string()];
     let mixed = format!("prime-server, light + {} heavy clients", s.heavy_clients);
     let variants = [
@@ -745,7 +764,7 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
             let outcome = mix_round(
                 bench,
                 &variants[index],
-                index == 0,
+                (index == 0).then_some(window),
                 &light_requests,
                 &heavy_requests,
             );
@@ -775,7 +794,7 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
             })
     };
     let heavy_cells = [
-        report::rate(heavy.rate()),
+        report::rate(heavy.answer_pace()),
         format!("{capacity:.2}"),
         format!("{}/{}", heavy.requests, heavy.abandoned),
         format!("{}/{}", heavy.errors, heavy.wrong),
@@ -808,8 +827,9 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
             s.heavy_workload.name()
         ),
         notes: vec![
-            format!("prime-server runs with `--big-tests {}` (the lane's threads) and `--admin-listen`; the light load starts once every heavy client's request is in the lane (running or queued, from `/metrics`) and ends with the heavy loop, {:?} after it began; heavy requests still queued then are abandoned and the server is stopped, so each round starts afresh", s.big_tests, s.heavy_round),
+            format!("prime-server runs with `--big-tests {}` (the lane's threads) and `--admin-listen`; the light load starts once every heavy client's request is in the lane (running or queued, from `/metrics`) and ends with the heavy loop, {:.1} s after it began (the larger of `--heavy-round` and three tests); heavy requests still queued then are abandoned and the server is stopped, so each round starts afresh", s.big_tests, window.as_secs_f64()),
             format!("one test of the {} takes {:.3} s here (the library's parse and test in the bench process, in this run), so the lane's capacity is {} / {:.3} s = {capacity:.2} answers/s", s.heavy_workload.name(), one_test.as_secs_f64(), s.big_tests, one_test.as_secs_f64()),
+            "heavy answers/s: big-number answers over the time from the start of the heavy loop to its last answer; every lane thread starts its first test at once, so this is the lane's pace, without the tests the end of the round cut off".to_owned(),
             "the mixed row's server CPU and context switches are mostly the big tests', not the light requests' own, so they are left out; \"cores busy\" is server CPU time over wall time".to_owned(),
             "heavy answered/abandoned: big-number replies received in the rounds / requests cut off at their end; heavy errors/wrong must be 0/0".to_owned(),
         ],
@@ -834,7 +854,7 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
             table
                 .measured_row("prime-server, light alone")
                 .map_or("?".to_owned(), |a| report::micros(a.load.percentile(99.0))),
-            report::rate(heavy.rate())
+            report::rate(heavy.answer_pace())
         ),
         met: Some(honest_target_met(m) && heavy.errors == 0 && heavy.wrong == 0),
     });
@@ -852,11 +872,11 @@ struct MixRound {
 }
 
 /// Starts `variant` afresh and runs one round: light load alone, or (with
-/// `mixed`) light load inside a loop of heavy requests.
+/// a heavy `window`) light load inside a loop of heavy requests that long.
 fn mix_round(
     bench: &Bench,
     variant: &Variant,
-    mixed: bool,
+    window: Option<Duration>,
     light_requests: &[Request],
     heavy_requests: &[Request],
 ) -> anyhow::Result<MixRound> {
@@ -865,26 +885,21 @@ fn mix_round(
     probe(d.addr, light_requests, false, variant.kind)?;
     let started = Instant::now();
     let before = d.read(&[]);
-    let (light, heavy) = if mixed {
+    let (light, heavy) = if let Some(window) = window {
         let heavy_spec = LoadSpec {
-            timeout: s.heavy_round + Duration::from_secs(600),
+            timeout: window + Duration::from_secs(600),
             abandon_at_stop: true,
-            ..honest(
-                d.addr,
-                s.heavy_clients,
-                Stop::Duration(s.heavy_round),
-                false,
-            )
+            ..honest(d.addr, s.heavy_clients, Stop::Duration(window), false)
         };
         let server = &d.servers[0];
         let (light, heavy) = std::thread::scope(|scope| {
             let heavy = scope.spawn(|| load::run(&heavy_spec, heavy_requests));
-            let full = wait_for(server, s.heavy_round / 2, |get| {
+            let full = wait_for(server, window / 2, |get| {
                 Ok(get(BIG_RUNNING)? + get(BIG_QUEUED)? >= s.heavy_clients as f64)
             })
             .context("the heavy clients never filled the lane");
             let light = full.and_then(|()| {
-                let left = (started + s.heavy_round).saturating_duration_since(Instant::now());
+                let left = (started + window).saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     bail!("the heavy loop ended before the light load could start");
                 }
@@ -1056,7 +1071,7 @@ pub fn audit_sync(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
                 .map_or("-".to_owned(), |c| format!("{c:.0}"));
             let per = ok
                 .and_then(|t| t.per_request(0))
-                .map_or("-".to_owned(), |p| format!("{p:.4}"));
+                .map_or("-".to_owned(), |p| format!("{:.2}", p * 1000.0));
             row(v, t, vec![count, per])
         })
         .collect();
@@ -1067,10 +1082,13 @@ pub fn audit_sync(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
         ),
         notes: vec![
             format!("the audit logs are on {} ({}); fdatasyncs are counted by the server (`prime_server_audit_sync_duration_seconds_count` on `/metrics`, `--admin-listen` on every row)", bench.tools.scratch.display(), filesystem(&bench.tools.scratch)),
-            "`always` shares one fdatasync among the requests that wait for it together (group commit), so fewer than one per request is expected under concurrency".to_owned(),
+            "`always` shares one fdatasync among the requests that wait for it together (group commit), so fewer than 1000 per 1000 requests are expected under concurrency; `interval:1s` syncs once a second when there is something new".to_owned(),
         ],
         rows,
-        extra_columns: vec!["fdatasyncs".to_owned(), "fdatasync/req".to_owned()],
+        extra_columns: vec![
+            "fdatasyncs".to_owned(),
+            "fdatasyncs per 1000 req".to_owned(),
+        ],
     };
     Ok((table, Vec::new()))
 }
@@ -1082,7 +1100,7 @@ pub fn audit_sync(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
 /// The workload could not be made.
 pub fn sealing(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
     let s = bench.settings;
-    let interval = format!("{}ms", s.seal_interval.as_millis());
+    let interval = flag_duration(s.seal_interval);
     let sealed = format!("prime-server --audit-seal, --seal-interval {interval}");
     let variants = [
         Variant::floor(s.floor),
@@ -1142,6 +1160,14 @@ pub fn sealing(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_written_as_the_flags_read_them() {
+        assert_eq!(flag_duration(Duration::from_secs(1)), "1s");
+        assert_eq!(flag_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(flag_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(flag_duration(Duration::ZERO), "1ms");
+    }
 
     #[test]
     fn timeouts_outlast_the_run_within_the_server_limits() {

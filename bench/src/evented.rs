@@ -294,6 +294,10 @@ mod tests {
             (2 + 1, 1, 1),
             "T and T counted, F wrong, the double reply an error"
         );
+        // The last answer came before the run ended.
+        assert!(result.answering > Duration::ZERO && result.answering <= result.elapsed);
+        let pace = result.answer_pace();
+        assert!(pace >= result.rate(), "{pace} < {}", result.rate());
     }
 
     #[test]
@@ -311,7 +315,7 @@ mod tests {
                 stream.write_all(b"T\n").unwrap();
             }
         });
-        let mut half_closing = spec(addr, Stop::Count(3), Duration::from_secs(20));
+        let mut half_closing = spec(addr, Stop::Count(3), Duration::from_secs(5));
         half_closing.concurrency = 1;
         half_closing.half_close = true;
         let result = load::run(&half_closing, &seventeen());
@@ -327,7 +331,7 @@ mod tests {
         let mut abandoning = spec(
             addr,
             Stop::Duration(Duration::from_millis(200)),
-            Duration::from_secs(60),
+            Duration::from_secs(20),
         );
         abandoning.abandon_at_stop = true;
         let started = Instant::now();
@@ -342,5 +346,9 @@ mod tests {
             "both slots abandoned"
         );
         assert_eq!(result.sent(), 0);
+        assert_eq!(
+            (result.answering, result.answer_pace()),
+            (Duration::ZERO, 0.0)
+        );
     }
 }

@@ -106,6 +106,13 @@ pub struct LoadResult {
     pub abandoned: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time from the start of the run to its last answer (summed over
+    /// merged runs): with requests that take seconds each, the pace of the
+    /// answers without the ones a stop cut off.
+    pub answering: Duration,
+    /// When the last answer of this run came (within one run only: it is
+    /// turned into [`LoadResult::answering`] at the end of the run).
+    last_answer: Option<Instant>,
     /// Latency of answered requests, in microseconds.
     pub latency: Histogram<u64>,
     /// CPU time the generator itself used (all its threads).
@@ -121,6 +128,8 @@ impl LoadResult {
             wrong: 0,
             abandoned: 0,
             elapsed: Duration::ZERO,
+            answering: Duration::ZERO,
+            last_answer: None,
             latency: new_histogram(),
             generator_cpu: Duration::ZERO,
         }
@@ -133,6 +142,8 @@ impl LoadResult {
         self.wrong += other.wrong;
         self.abandoned += other.abandoned;
         self.elapsed += other.elapsed;
+        self.answering += other.answering;
+        self.last_answer = self.last_answer.max(other.last_answer);
         self.generator_cpu += other.generator_cpu;
         // Both histograms share bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
@@ -141,6 +152,15 @@ impl LoadResult {
     /// Requests per second.
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Answers per second up to the last answer (see
+    /// [`LoadResult::answering`]); 0 without answers.
+    pub fn answer_pace(&self) -> f64 {
+        if self.answering.is_zero() {
+            return 0.0;
+        }
+        self.requests as f64 / self.answering.as_secs_f64()
     }
 
     /// A latency percentile, in microseconds.
@@ -241,6 +261,9 @@ pub fn run(spec: &LoadSpec, requests: &[Request]) -> LoadResult {
         }
     }
     total.elapsed = started.elapsed();
+    total.answering = total.last_answer.map_or(Duration::ZERO, |last| {
+        last.saturating_duration_since(started)
+    });
     total.generator_cpu = process_cpu().saturating_sub(cpu_before);
     total
 }
@@ -315,6 +338,7 @@ pub fn record(
         return;
     };
     part.requests += 1;
+    part.last_answer = Some(Instant::now());
     if spec.check_replies && verdict != request.expected {
         part.wrong += 1;
     }
