@@ -114,8 +114,11 @@ impl<'a> Bench<'a> {
 /// A crowd to open in front of a server before its rounds.
 #[derive(Debug, Clone)]
 struct CrowdSpec {
+    /// What its clients do.
     behaviour: Behaviour,
+    /// How many connections.
     count: usize,
+    /// The source addresses they are spread over.
     sources: Vec<Ipv4Addr>,
 }
 
@@ -184,9 +187,13 @@ struct Deployment {
 
 /// Counters read from a deployment before and after a round.
 struct Reading {
+    /// CPU time of every instance, summed.
     cpu: Option<Duration>,
+    /// Context switches of every instance, summed.
     context_switches: Option<u64>,
+    /// HAProxy's CPU time, when it is in front.
     proxy_cpu: Option<Duration>,
+    /// The table's `/metrics` counters, each summed over the instances.
     counters: Vec<Option<f64>>,
 }
 
@@ -317,12 +324,19 @@ fn wait_for(
 
 /// What a row's rounds added up to.
 struct Totals {
+    /// The honest load's rounds, merged.
     load: LoadResult,
+    /// Server CPU over the rounds (`None` once a reading failed).
     cpu: Option<Duration>,
+    /// Server context switches over the rounds.
     context_switches: Option<u64>,
+    /// HAProxy's CPU over the rounds (`None` without HAProxy).
     proxy_cpu: Option<Duration>,
+    /// Each `/metrics` counter's increase over the rounds.
     counters: Vec<Option<f64>>,
+    /// Peak RSS of the instances, summed, after the rounds.
     peak_rss_kib: Option<u64>,
+    /// RSS of the instances now, summed, after the rounds.
     rss_kib: Option<u64>,
     /// Crowd connections still open after the rounds, and how many there were.
     held: Option<(usize, usize)>,
@@ -450,7 +464,8 @@ fn run_variants(
         for offset in 0..n {
             let index = (round + offset) % n;
             let Ok(d) = &deployments[index] else { continue };
-            let spec = honest(d.addr, concurrency, Stop::Duration(s.round), half_close);
+            let mut spec = honest(d.addr, concurrency, Stop::Duration(s.round), half_close);
+            spec.check_replies = variants[index].kind.answers_truly();
             let before = d.read(counters);
             let result = load::run(&spec, &requests);
             let after = d.read(counters);
@@ -753,7 +768,7 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
     let mut light: Vec<Result<Totals, String>> =
         variants.iter().map(|_| Ok(Totals::new(0))).collect();
     let mut heavy = LoadResult::empty();
-    let mut walls = [Duration::ZERO; 3];
+    let mut walls = vec![Duration::ZERO; variants.len()];
     let n = variants.len();
     for round in 0..s.rounds.max(1) as usize {
         for offset in 0..n {
@@ -863,11 +878,17 @@ pub fn heavy_mix(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
 
 /// One round of one heavy-mix row.
 struct MixRound {
+    /// The light load.
     light: LoadResult,
+    /// The heavy loop, in the mixed row.
     heavy: Option<LoadResult>,
+    /// The server's counters before the round.
     before: Reading,
+    /// And after.
     after: Reading,
+    /// How long the round took, for cores busy.
     wall: Duration,
+    /// The server's peak RSS at the end of the round.
     peak_rss_kib: Option<u64>,
 }
 

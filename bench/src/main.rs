@@ -397,9 +397,13 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
 /// What the classic part of the comparison measured.
 struct Classic {
+    /// One per workload.
     tables: Vec<Table>,
+    /// Latency against concurrency, for the chart.
     sweep: Vec<SweepPoint>,
+    /// 64-bit requests during a flood of big ones.
     flood: Vec<Flood>,
+    /// How to read them.
     notes: Vec<String>,
 }
 
@@ -725,9 +729,13 @@ fn run_flood(tools: &Toolbox, duration: Duration) -> anyhow::Result<Vec<Flood>> 
 
 /// Everything the report is made of.
 struct Report<'a> {
+    /// Every table, classic ones first.
     tables: &'a [Table],
+    /// The latency sweep (empty without the classic section).
     sweep: &'a [SweepPoint],
+    /// The flood table's rows (empty in a smoke run).
     flood: &'a [Flood],
+    /// How to read the report, and what was skipped.
     notes: &'a [String],
     /// Targets of the behaviour tables.
     more_targets: &'a [Target],
