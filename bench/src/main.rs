@@ -305,7 +305,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         behaviours::Settings {
             rounds,
             round,
-            heavy_round: Duration::from_secs(1),
+            // Room to fill the lane on a loaded machine (half the window).
+            heavy_round: Duration::from_secs(2),
             honest_concurrency: 4,
             concurrency: 8,
             stalled: 50,

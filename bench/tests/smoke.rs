@@ -2,10 +2,14 @@
 //! so it cannot rot: every reference starts, every table and the chart are
 //! written, and no server answers wrongly. The tables are read by their
 //! header, so a change of their shape fails here instead of passing
-//! unchecked.
+//! unchecked. The tables of the newer behaviours (stalled and idle
+//! crowds, the heavy mix, HAProxy, audit sync, sealing) must also show
+//! their mechanism at work: the crowd still held, the big numbers answered
+//! rightly, fdatasyncs and seals where they belong.
 //!
-//! `compare` starts the `prime-server` binary found beside `prime-bench`;
-//! `cargo test --workspace` (what `make test` runs) builds both.
+//! `compare` starts the `prime-server` and `prime-audit` binaries found
+//! beside `prime-bench`; `cargo test --workspace` (what `make test` runs)
+//! builds them all.
 
 use prime_server::shutdown::Shutdown;
 use prime_server::{logging, Config, Summary};
@@ -130,17 +134,21 @@ fn column(header: &[String], name: &str) -> usize {
         .unwrap_or_else(|| panic!("no column {name:?} in {header:?}"))
 }
 
+/// Whether the server binaries `compare` starts (prime-server, and
+/// prime-audit for sealing states) were built beside prime-bench.
 fn prime_server_beside_bench() -> bool {
-    Path::new(env!("CARGO_BIN_EXE_prime-bench"))
-        .with_file_name(format!("prime-server{}", std::env::consts::EXE_SUFFIX))
-        .exists()
+    ["prime-server", "prime-audit"].iter().all(|name| {
+        Path::new(env!("CARGO_BIN_EXE_prime-bench"))
+            .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+            .exists()
+    })
 }
 
 #[test]
 fn bench_compare_smoke_run_writes_tables_and_chart() {
     assert!(
         prime_server_beside_bench(),
-        "the prime-server binary is not beside prime-bench: run `cargo test --workspace` (or `cargo build -p prime-server` first)"
+        "the prime-server and prime-audit binaries are not beside prime-bench: run `cargo test --workspace` (or `cargo build -p prime-server --bins` first)"
     );
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_prime-bench"))
