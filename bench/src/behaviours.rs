@@ -31,11 +31,15 @@ const HONEST_TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a server's `/metrics` is read while waiting for a state.
 const POLL: Duration = Duration::from_millis(10);
-/// The `/metrics` series the bench reads.
+/// Connections the server holds (a crowd is in once it counts them all).
 const OPEN: &str = "prime_server_connections_open";
+/// Big-number tests running in the lane now.
 const BIG_RUNNING: &str = "prime_server_big_tests_running";
+/// Big-number tests waiting for a lane thread now.
 const BIG_QUEUED: &str = "prime_server_big_tests_queued";
+/// `fdatasync` calls on the audit log so far.
 const SYNCS: &str = "prime_server_audit_sync_duration_seconds_count";
+/// Seal records written so far.
 const SEALS: &str = "prime_server_audit_seals_total";
 
 /// Sizes and durations of the behaviour tables.
