@@ -63,6 +63,15 @@ pub fn run(spec: &LoadSpec, requests: &[Request], claims: &Claims) -> LoadResult
     }
     let mut next_scan = Instant::now() + TIMEOUT_SCAN;
     while slots.iter().any(Option::is_some) {
+        if spec.abandon_at_stop && claims.expired() {
+            // Dropping a slot closes its connection.
+            for slot in &mut slots {
+                if slot.take().is_some() {
+                    part.abandoned += 1;
+                }
+            }
+            break;
+        }
         if let Err(e) = poll.poll(&mut events, Some(TIMEOUT_SCAN)) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -78,7 +87,7 @@ pub fn run(spec: &LoadSpec, requests: &[Request], claims: &Claims) -> LoadResult
             let progress = if event.is_error() {
                 Progress::Failed
             } else {
-                advance(slot, &poll, Token(index))
+                advance(slot, &poll, Token(index), spec.half_close)
             };
             if !matches!(progress, Progress::Pending) {
                 finish(&mut slots[index], progress, spec, requests, &mut part);
@@ -147,10 +156,11 @@ fn open(
     }
 }
 
-/// Writes what is left of the line, then watches for the reply instead
-/// of writability and reads what the server sent, each until the socket
-/// would block (mio's readiness is edge-triggered).
-fn advance(slot: &mut Slot, poll: &Poll, token: Token) -> Progress {
+/// Writes what is left of the line (then half-closes, with `half_close`),
+/// then watches for the reply instead of writability and reads what the
+/// server sent, each until the socket would block (mio's readiness is
+/// edge-triggered).
+fn advance(slot: &mut Slot, poll: &Poll, token: Token, half_close: bool) -> Progress {
     if slot.sent < slot.line.len() {
         while slot.sent < slot.line.len() {
             match slot.stream.write(&slot.line[slot.sent..]) {
@@ -163,6 +173,9 @@ fn advance(slot: &mut Slot, poll: &Poll, token: Token) -> Progress {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Progress::Failed,
             }
+        }
+        if half_close && slot.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            return Progress::Failed;
         }
         if poll
             .registry()
@@ -230,6 +243,8 @@ mod tests {
             stop,
             timeout,
             check_replies: true,
+            half_close: false,
+            abandon_at_stop: false,
         }
     }
 
@@ -278,6 +293,62 @@ mod tests {
             (result.requests, result.wrong, result.errors),
             (2 + 1, 1, 1),
             "T and T counted, F wrong, the double reply an error"
+        );
+        // The last answer came before the run ended.
+        assert!(result.answering > Duration::ZERO && result.answering <= result.elapsed);
+        let pace = result.answer_pace();
+        assert!(pace >= result.rate(), "{pace} < {}", result.rate());
+    }
+
+    #[test]
+    fn half_closing_clients_are_answered_by_a_server_that_reads_to_eof() {
+        // Like a keep-alive server: it answers once the client has said
+        // it has nothing more (EOF), then closes.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut line = Vec::new();
+                stream.read_to_end(&mut line).unwrap();
+                assert_eq!(line, b"17\n");
+                stream.write_all(b"T\n").unwrap();
+            }
+        });
+        let mut half_closing = spec(addr, Stop::Count(3), Duration::from_secs(5));
+        half_closing.concurrency = 1;
+        half_closing.half_close = true;
+        let result = load::run(&half_closing, &seventeen());
+        server.join().unwrap();
+        assert_eq!((result.requests, result.errors, result.wrong), (3, 0, 0));
+    }
+
+    #[test]
+    fn requests_in_flight_at_the_end_are_abandoned_not_awaited() {
+        // Nobody accepts: every request stays in flight until abandoned.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let mut abandoning = spec(
+            addr,
+            Stop::Duration(Duration::from_millis(200)),
+            Duration::from_secs(20),
+        );
+        abandoning.abandon_at_stop = true;
+        let started = Instant::now();
+        let result = load::run(&abandoning, &seventeen());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it waited for the timeout"
+        );
+        assert_eq!(
+            (result.requests, result.errors, result.abandoned),
+            (0, 0, 2),
+            "both slots abandoned"
+        );
+        assert_eq!(result.sent(), 0);
+        assert_eq!(
+            (result.answering, result.answer_pace()),
+            (Duration::ZERO, 0.0)
         );
     }
 }

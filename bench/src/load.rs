@@ -80,6 +80,15 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Whether to check replies (the floor answers a constant).
     pub check_replies: bool,
+    /// Half-close each connection once its line is sent (event-driven
+    /// generator): a `--keep-alive` server answers every line until EOF,
+    /// so a connection-per-request client must say it has no more.
+    pub half_close: bool,
+    /// At the end of a duration run, drop the requests still in flight
+    /// (counted in [`LoadResult::abandoned`]) instead of waiting for them
+    /// (event-driven generator): a loop of big numbers queued behind each
+    /// other would otherwise keep the run going for the whole queue.
+    pub abandon_at_stop: bool,
 }
 
 /// What a run measured.
@@ -91,8 +100,19 @@ pub struct LoadResult {
     pub errors: u64,
     /// Replies that were valid but not the expected verdict.
     pub wrong: u64,
+    /// Requests in flight when the run stopped and dropped unanswered
+    /// (only with [`LoadSpec::abandon_at_stop`]); neither answered nor
+    /// errors.
+    pub abandoned: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time from the start of the run to its last answer (summed over
+    /// merged runs): with requests that take seconds each, the pace of the
+    /// answers without the ones a stop cut off.
+    pub answering: Duration,
+    /// When the last answer of this run came (within one run only: it is
+    /// turned into [`LoadResult::answering`] at the end of the run).
+    last_answer: Option<Instant>,
     /// Latency of answered requests, in microseconds.
     pub latency: Histogram<u64>,
     /// CPU time the generator itself used (all its threads).
@@ -106,7 +126,10 @@ impl LoadResult {
             requests: 0,
             errors: 0,
             wrong: 0,
+            abandoned: 0,
             elapsed: Duration::ZERO,
+            answering: Duration::ZERO,
+            last_answer: None,
             latency: new_histogram(),
             generator_cpu: Duration::ZERO,
         }
@@ -117,7 +140,10 @@ impl LoadResult {
         self.requests += other.requests;
         self.errors += other.errors;
         self.wrong += other.wrong;
+        self.abandoned += other.abandoned;
         self.elapsed += other.elapsed;
+        self.answering += other.answering;
+        self.last_answer = self.last_answer.max(other.last_answer);
         self.generator_cpu += other.generator_cpu;
         // Both histograms share bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
@@ -128,9 +154,24 @@ impl LoadResult {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Answers per second up to the last answer (see
+    /// [`LoadResult::answering`]); 0 without answers.
+    pub fn answer_pace(&self) -> f64 {
+        if self.answering.is_zero() {
+            return 0.0;
+        }
+        self.requests as f64 / self.answering.as_secs_f64()
+    }
+
     /// A latency percentile, in microseconds.
     pub fn percentile(&self, p: f64) -> u64 {
         self.latency.value_at_quantile(p / 100.0)
+    }
+
+    /// Requests sent and finished one way or the other: answered plus
+    /// failed (abandoned ones are left out: the run cut them short).
+    pub fn sent(&self) -> u64 {
+        self.requests + self.errors
     }
 }
 
@@ -172,6 +213,11 @@ impl Claims {
         }
         let first = self.next.fetch_add(batch, Ordering::Relaxed);
         (first < self.limit).then_some(first)
+    }
+
+    /// Whether a duration run's deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -215,6 +261,9 @@ pub fn run(spec: &LoadSpec, requests: &[Request]) -> LoadResult {
         }
     }
     total.elapsed = started.elapsed();
+    total.answering = total.last_answer.map_or(Duration::ZERO, |last| {
+        last.saturating_duration_since(started)
+    });
     total.generator_cpu = process_cpu().saturating_sub(cpu_before);
     total
 }
@@ -289,6 +338,7 @@ pub fn record(
         return;
     };
     part.requests += 1;
+    part.last_answer = Some(Instant::now());
     if spec.check_replies && verdict != request.expected {
         part.wrong += 1;
     }

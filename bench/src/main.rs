@@ -7,12 +7,20 @@
 //!   run the same workloads against each, alternating between them so
 //!   machine drift hits all alike, and write one table per workload (ratios
 //!   against the cheapest floor) plus a latency-vs-concurrency chart.
+//!   Then the tables for the newer behaviours ([`behaviours`]): honest
+//!   load beside stalled clients and idle keep-alive connections, beside a
+//!   loop of big numbers, through HAProxy, with each audit sync mode, and
+//!   with the audit log sealed.
 //! * `prime-bench floor`: the floor reference server itself.
 
+mod behaviours;
+mod crowd;
 mod evented;
 mod floor;
+mod haproxy;
 mod load;
 mod report;
+mod scrape;
 mod servers;
 mod workload;
 
@@ -20,7 +28,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use load::{Generator, LoadResult, LoadSpec, Mode, Stop};
 use prime_server::config::{parse_addr, parse_duration};
-use report::{Measured, Row, SweepPoint, Table};
+use report::{Measured, Row, SweepPoint, Table, Target};
 use servers::{Kind, Server, Toolbox};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -110,6 +118,62 @@ struct CompareArgs {
     /// Tiny counts and cheap workloads only: proves the bench runs (used by make test).
     #[arg(long)]
     smoke: bool,
+    /// Which sections to run, comma-separated [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    tables: Vec<Section>,
+    /// Honest connections in flight beside stalled, idle and heavy clients.
+    #[arg(long, default_value_t = 16)]
+    honest_concurrency: usize,
+    /// Stalled clients (one byte sent, then nothing).
+    #[arg(long, default_value_t = 1000)]
+    stalled: usize,
+    /// Source addresses (in 127.0.0.0/8) the stalled clients come from.
+    #[arg(long, default_value_t = 250)]
+    stalled_sources: usize,
+    /// Idle keep-alive connections.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Source addresses (in 127.0.0.0/8) the idle connections come from.
+    #[arg(long, default_value_t = 10)]
+    idle_sources: usize,
+    /// Clients looping on 4300-digit primes in the heavy mix.
+    #[arg(long, default_value_t = 32)]
+    heavy_clients: usize,
+    /// prime-server instances behind HAProxy in its larger setup.
+    #[arg(long, default_value_t = 3)]
+    instances: usize,
+}
+
+/// A part of the comparison, for `--tables`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// The per-workload tables, the flood, the latency sweep and chart.
+    Classic,
+    /// Honest load beside stalled clients.
+    Stalled,
+    /// Honest load beside idle keep-alive connections.
+    Idle,
+    /// Light load while clients loop on big numbers.
+    HeavyMix,
+    /// Through HAProxy to one and several instances.
+    Haproxy,
+    /// Each `--audit-sync` mode.
+    AuditSync,
+    /// `--audit-seal` on and off.
+    Seal,
+}
+
+impl Section {
+    /// Every section, in report order.
+    const ALL: [Section; 7] = [
+        Section::Classic,
+        Section::Stalled,
+        Section::Idle,
+        Section::HeavyMix,
+        Section::Haproxy,
+        Section::AuditSync,
+        Section::Seal,
+    ];
 }
 
 fn main() -> std::process::ExitCode {
@@ -157,6 +221,8 @@ fn load_command(args: &LoadArgs) -> anyhow::Result<()> {
             .map_or(Stop::Duration(args.duration), Stop::Count),
         timeout: args.timeout,
         check_replies: true,
+        half_close: false,
+        abandon_at_stop: false,
     };
     let r = load::run(&spec, &requests);
     println!(
@@ -192,12 +258,164 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let scratch = tempdir()?;
     let (tools, mut notes) = Toolbox::discover(&scratch, false)?;
+    // The crowds hold thousands of sockets.
+    let open_files = crowd::raise_open_files_limit().unwrap_or_else(|e| {
+        notes.push(format!("cannot raise the open-files limit: {e}"));
+        0
+    });
+    let sections: &[Section] = if args.tables.is_empty() {
+        &Section::ALL
+    } else {
+        &args.tables
+    };
     let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
     let (round, heavy_round) = if args.smoke {
         (Duration::from_millis(300), Duration::from_millis(300))
     } else {
         (args.round, args.heavy_round)
     };
+    let mut tables: Vec<Table> = Vec::new();
+    let mut sweep = Vec::new();
+    let mut flood = Vec::new();
+    let mut chart_path = None;
+    if sections.contains(&Section::Classic) {
+        let classic = classic(args, &tools, rounds, round, heavy_round)?;
+        notes.extend(classic.notes);
+        tables = classic.tables;
+        sweep = classic.sweep;
+        flood = classic.flood;
+        let path = args.out.join("latency.svg");
+        report::chart(
+            &sweep,
+            "line 17, connection per request: latency against concurrency",
+            &path,
+        )?;
+        chart_path = Some(path);
+    }
+
+    let floor = tables.first().and_then(Table::cheapest_floor).map_or(
+        Kind::Floor {
+            threads: 2,
+            defer_accept: false,
+        },
+        |(kind, _)| kind,
+    );
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let settings = if args.smoke {
+        behaviours::Settings {
+            rounds,
+            round,
+            // Room to fill the lane on a loaded machine (half the window).
+            heavy_round: Duration::from_secs(2),
+            honest_concurrency: 4,
+            concurrency: 8,
+            stalled: 50,
+            stalled_sources: 25,
+            idle: 50,
+            idle_sources: 2,
+            heavy_clients: 4,
+            heavy_workload: Workload::Digits1000,
+            big_tests: cores,
+            instances: args.instances.min(3),
+            seal_interval: Duration::from_millis(100),
+            floor,
+        }
+    } else {
+        behaviours::Settings {
+            rounds,
+            round,
+            heavy_round,
+            honest_concurrency: args.honest_concurrency.max(1),
+            concurrency: 32,
+            stalled: args.stalled,
+            stalled_sources: args.stalled_sources.max(1),
+            idle: args.idle,
+            idle_sources: args.idle_sources.max(1),
+            heavy_clients: args.heavy_clients.max(1),
+            heavy_workload: Workload::Digits4300,
+            big_tests: cores,
+            instances: args.instances.max(1),
+            seal_interval: Duration::from_secs(1),
+            floor,
+        }
+    };
+    let bench = behaviours::Bench::new(&tools, &settings);
+    let mut more_targets: Vec<Target> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    for &section in sections {
+        let outcome = match section {
+            Section::Classic => continue,
+            Section::Stalled => behaviours::stalled(&bench).map(Some),
+            Section::Idle => behaviours::idle(&bench, open_files).map(Some),
+            Section::HeavyMix => behaviours::heavy_mix(&bench).map(Some),
+            Section::Haproxy => behaviours::through_haproxy(&bench),
+            Section::AuditSync => behaviours::audit_sync(&bench).map(Some),
+            Section::Seal => behaviours::sealing(&bench).map(Some),
+        };
+        match outcome {
+            Ok(Some((table, targets))) => {
+                eprintln!("{}", table.markdown());
+                tables.push(table);
+                more_targets.extend(targets);
+            }
+            Ok(None) => notes.push(
+                "haproxy is not installed (scripts/ensure-tools.sh haproxy installs it): the HAProxy table is skipped".to_owned(),
+            ),
+            Err(e) => {
+                let why = format!("the {section:?} table failed: {e:#}");
+                notes.push(why.clone());
+                failed.push(why);
+            }
+        }
+    }
+
+    let markdown = render(
+        &Report {
+            tables: &tables,
+            sweep: &sweep,
+            flood: &flood,
+            notes: &notes,
+            more_targets: &more_targets,
+            classic: sections.contains(&Section::Classic),
+        },
+        rounds,
+        args.smoke,
+    );
+    let md_path = args.out.join("latest.md");
+    std::fs::write(&md_path, &markdown)
+        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    println!("{markdown}");
+    match chart_path {
+        Some(chart) => println!("wrote {} and {}", md_path.display(), chart.display()),
+        None => println!("wrote {}", md_path.display()),
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// What the classic part of the comparison measured.
+struct Classic {
+    /// One per workload.
+    tables: Vec<Table>,
+    /// Latency against concurrency, for the chart.
+    sweep: Vec<SweepPoint>,
+    /// 64-bit requests during a flood of big ones.
+    flood: Vec<Flood>,
+    /// How to read them.
+    notes: Vec<String>,
+}
+
+/// The per-workload tables, the latency sweep and the 4300-digit flood.
+fn classic(
+    args: &CompareArgs,
+    tools: &Toolbox,
+    rounds: u32,
+    round: Duration,
+    heavy_round: Duration,
+) -> anyhow::Result<Classic> {
     let per_conn = |workload, concurrency| Scenario {
         workload,
         concurrency,
@@ -237,8 +455,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         generator: Generator::Threads,
         round,
     });
-    notes.push(format!(
-        "floors: {} threads blocking in accept() (2, one per core, and one per prime-server worker), each with and without TCP_DEFER_ACCEPT; prime-server runs with --workers {}; every ratio is against the floor with the least server CPU per request in that table; big-number tables run only the cheapest floor of the first table",
+    let mut notes = vec![format!(
+        "floors: {} threads blocking in accept() (2, one per core, and one per prime-server worker), each with and without TCP_DEFER_ACCEPT; prime-server runs with --workers {}; every ratio is against the floor with the least server CPU per request in that table; big-number tables and the tables after the classic ones run only the cheapest floor of the first table",
         tools
             .floor_threads
             .iter()
@@ -246,7 +464,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         tools.workers
-    ));
+    )];
     notes.push("connection-per-request rows are driven by one event-driven thread (epoll) unless the title says thread-per-connection generator; server cs/req is context switches of all the server's threads, from /proc/PID/task/*/status".to_owned());
     notes.push(format!("pipelined rows: the Python references speak one line per connection, so only prime-server and the floor with one thread per prime-server worker ({} threads; a keep-alive connection holds a thread) run them", tools.workers));
 
@@ -262,7 +480,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let table = run_scenario(scenario, &tools, rounds, only_floor)?;
+        let table = run_scenario(scenario, tools, rounds, only_floor)?;
         eprintln!("{}", table.markdown());
         tables.push(table);
     }
@@ -277,31 +495,22 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         .and_then(Table::cheapest_floor)
         .map(|(kind, _)| kind);
     let sweep = run_sweep(
-        &tools,
+        tools,
         floor,
         sweep_levels,
         if args.smoke { round } else { args.round },
     )?;
-    let chart_path = args.out.join("latency.svg");
-    report::chart(
-        &sweep,
-        "line 17, connection per request: latency against concurrency",
-        &chart_path,
-    )?;
-
     let flood = if args.smoke {
         Vec::new()
     } else {
-        run_flood(&tools, heavy_round)?
+        run_flood(tools, heavy_round)?
     };
-    let markdown = render(&tables, &sweep, &flood, &notes, rounds, args.smoke);
-    let md_path = args.out.join("latest.md");
-    std::fs::write(&md_path, &markdown)
-        .with_context(|| format!("cannot write {}", md_path.display()))?;
-    println!("{markdown}");
-    println!("wrote {} and {}", md_path.display(), chart_path.display());
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(())
+    Ok(Classic {
+        tables,
+        sweep,
+        flood,
+        notes,
+    })
 }
 
 /// Runs every server on one scenario: fresh servers, a probe, then rounds
@@ -359,14 +568,16 @@ fn run_scenario(
     let rows = started
         .iter()
         .zip(totals)
-        .map(|((kind, server), (load, server_cpu, cs))| Row {
-            kind: *kind,
-            outcome: server.as_ref().map_err(Clone::clone).map(|s| Measured {
-                load,
-                server_cpu,
-                server_context_switches: cs,
-                peak_rss_kib: s.peak_rss_kib(),
-            }),
+        .map(|((kind, server), (load, server_cpu, cs))| {
+            Row::plain(
+                *kind,
+                server.as_ref().map_err(Clone::clone).map(|s| Measured {
+                    load,
+                    server_cpu: Some(server_cpu),
+                    server_context_switches: cs,
+                    peak_rss_kib: s.peak_rss_kib(),
+                }),
+            )
         })
         .collect();
     let mode = match (scenario.mode, scenario.generator) {
@@ -378,14 +589,14 @@ fn run_scenario(
             format!("keep-alive, {depth} lines pipelined per connection")
         }
     };
-    Ok(Table {
-        title: format!(
+    Ok(Table::plain(
+        format!(
             "{}, {} connections, {mode}",
             scenario.workload.name(),
             scenario.concurrency
         ),
         rows,
-    })
+    ))
 }
 
 /// One request of every kind in the workload, with a bound: servers that
@@ -435,6 +646,8 @@ fn spec_for(addr: SocketAddr, scenario: &Scenario, kind: Kind, stop: Stop) -> Lo
         stop,
         timeout: Duration::from_secs(60),
         check_replies: kind.answers_truly(),
+        half_close: false,
+        abandon_at_stop: false,
     }
 }
 
@@ -500,6 +713,8 @@ fn run_flood(tools: &Toolbox, duration: Duration) -> anyhow::Result<Vec<Flood>> 
             stop: Stop::Duration(duration),
             timeout: Duration::from_secs(120),
             check_replies: true,
+            half_close: false,
+            abandon_at_stop: false,
         };
         let (heavy, light) = std::thread::scope(|scope| {
             let heavy = scope.spawn(|| load::run(&spec(8), &heavy_requests));
@@ -513,14 +728,23 @@ fn run_flood(tools: &Toolbox, duration: Duration) -> anyhow::Result<Vec<Flood>> 
     Ok(out)
 }
 
-fn render(
-    tables: &[Table],
-    sweep: &[SweepPoint],
-    flood: &[Flood],
-    notes: &[String],
-    rounds: u32,
-    smoke: bool,
-) -> String {
+/// Everything the report is made of.
+struct Report<'a> {
+    /// Every table, classic ones first.
+    tables: &'a [Table],
+    /// The latency sweep (empty without the classic section).
+    sweep: &'a [SweepPoint],
+    /// The flood table's rows (empty in a smoke run).
+    flood: &'a [Flood],
+    /// How to read the report, and what was skipped.
+    notes: &'a [String],
+    /// Targets of the behaviour tables.
+    more_targets: &'a [Target],
+    /// Whether the classic tables ran (their targets are listed then).
+    classic: bool,
+}
+
+fn render(report: &Report, rounds: u32, smoke: bool) -> String {
     let mut md = String::from("# prime-bench results\n\n");
     let _ = writeln!(
         md,
@@ -528,19 +752,19 @@ fn render(
         std::thread::available_parallelism().map_or(0, usize::from),
         if smoke { " SMOKE RUN: tiny counts, figures mean nothing." } else { "" }
     );
-    for note in notes {
+    for note in report.notes {
         let _ = writeln!(md, "- {note}");
     }
     md.push('\n');
-    md.push_str(&targets(tables, flood));
+    md.push_str(&targets(report));
     md.push_str("\n## Tables\n\n");
-    for table in tables {
+    for table in report.tables {
         md.push_str(&table.markdown());
         md.push('\n');
     }
-    if !flood.is_empty() {
+    if !report.flood.is_empty() {
         md.push_str("### 64-bit primes while 8 clients flood 4300-digit primes\n\n| server | 64-bit req/s | 64-bit p50 | 64-bit p99 | 4300-digit req/s | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
-        for f in flood {
+        for f in report.flood {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {:.2} | {} |",
@@ -554,27 +778,43 @@ fn render(
         }
         md.push('\n');
     }
-    md.push_str("### Latency against concurrency (line 17)\n\n![latency](latency.svg)\n\n| server | connections | p50 | p90 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n");
-    for p in sweep {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} |",
-            p.kind.name(),
-            p.concurrency,
-            report::micros(p.percentiles[0]),
-            report::micros(p.percentiles[1]),
-            report::micros(p.percentiles[2])
-        );
+    if !report.sweep.is_empty() {
+        md.push_str("### Latency against concurrency (line 17)\n\n![latency](latency.svg)\n\n| server | connections | p50 | p90 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n");
+        for p in report.sweep {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                p.kind.name(),
+                p.concurrency,
+                report::micros(p.percentiles[0]),
+                report::micros(p.percentiles[1]),
+                report::micros(p.percentiles[2])
+            );
+        }
     }
     md
 }
 
 /// The issue's targets, each with where we stand. Every "vs floor" is
 /// against the cheapest floor of the table it comes from.
-fn targets(tables: &[Table], flood: &[Flood]) -> String {
+fn targets(report: &Report) -> String {
     let mut md = String::from(
         "## Targets\n\nAgainst the floor with the least server CPU per request in each table.\n\n| target | measured | met |\n| --- | ---: | :---: |\n",
     );
+    if report.classic {
+        md.push_str(&classic_targets(report.tables, report.flood));
+    }
+    for target in report.more_targets {
+        md.push_str(&target.markdown_row());
+        md.push('\n');
+    }
+    md.push_str("\nPer-test time against GMP itself is measured by `cargo bench --bench primality` (criterion).\n");
+    md
+}
+
+/// The classic tables' targets, as rows of the targets table.
+fn classic_targets(tables: &[Table], flood: &[Flood]) -> String {
+    let mut md = String::new();
     let mut line =
         |target: &str, measured: Option<f64>, ok: Option<fn(f64) -> bool>, unit: &str| {
             let (value, met) = match (measured, ok) {
@@ -602,7 +842,7 @@ fn targets(tables: &[Table], flood: &[Flood]) -> String {
     };
     let floor_of = |t: Option<&Table>| t.and_then(Table::cheapest_floor).map(|(k, _)| k);
     let ours = Some(Kind::PrimeServer);
-    let cpu: fn(&Measured) -> Option<f64> = |m| Some(m.cpu_per_request());
+    let cpu: fn(&Measured) -> Option<f64> = Measured::cpu_per_request;
     let line17 = per_connection("line 17, 32", Generator::Evented);
     let floor17 = floor_of(line17);
     line(
@@ -668,7 +908,6 @@ fn targets(tables: &[Table], flood: &[Flood]) -> String {
         Some(|v| v < 50.0),
         " ms",
     );
-    md.push_str("\nPer-test time against GMP itself is measured by `cargo bench --bench primality` (criterion).\n");
     md
 }
 

@@ -14,8 +14,30 @@ use std::time::Duration;
 pub struct Row {
     /// Which server.
     pub kind: Kind,
+    /// The row's name when it is not just the server's (the same server
+    /// run several ways in one table); `None` for [`Kind::name`].
+    pub label: Option<String>,
     /// The merged rounds, or why there are none.
     pub outcome: Result<Measured, String>,
+    /// Cells of the table's [`Table::extra_columns`], in order.
+    pub extra: Vec<String>,
+}
+
+impl Row {
+    /// A row named after its server, without extra cells.
+    pub fn plain(kind: Kind, outcome: Result<Measured, String>) -> Row {
+        Row {
+            kind,
+            label: None,
+            outcome,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The name in the table's first column.
+    pub fn name(&self) -> String {
+        self.label.clone().unwrap_or_else(|| self.kind.name())
+    }
 }
 
 /// What was measured for one server.
@@ -23,8 +45,10 @@ pub struct Row {
 pub struct Measured {
     /// The generator's view.
     pub load: LoadResult,
-    /// Server CPU time over the measured rounds.
-    pub server_cpu: Duration,
+    /// Server CPU time over the measured rounds (every instance's, when
+    /// there are several); `None` when it cannot be put on the measured
+    /// requests (the server was also busy with other load).
+    pub server_cpu: Option<Duration>,
     /// Server context switches (all threads, voluntary and not) over the
     /// measured rounds; `None` when /proc could not be read.
     pub server_context_switches: Option<u64>,
@@ -33,9 +57,11 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// Server CPU microseconds per answered request.
-    pub fn cpu_per_request(&self) -> f64 {
-        self.server_cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64
+    /// Server CPU microseconds per answered request, when it is the
+    /// measured requests' own.
+    pub fn cpu_per_request(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64)
     }
 
     /// Server context switches per answered request: each one is a thread
@@ -57,11 +83,37 @@ impl Measured {
 pub struct Table {
     /// Heading, e.g. `line 17, 32 connections, connection per request`.
     pub title: String,
+    /// What the reader needs to read the table (setup, what a column
+    /// means), printed under the heading.
+    pub notes: Vec<String>,
     /// One row per server.
     pub rows: Vec<Row>,
+    /// Headings of columns after the standard ones, specific to this
+    /// table (each row's [`Row::extra`] fills them).
+    pub extra_columns: Vec<String>,
 }
 
 impl Table {
+    /// A table with the standard columns only.
+    pub fn plain(title: String, rows: Vec<Row>) -> Table {
+        Table {
+            title,
+            notes: Vec::new(),
+            rows,
+            extra_columns: Vec::new(),
+        }
+    }
+
+    /// The measured row named `name` (see [`Row::name`]), if it ran.
+    pub fn measured_row(&self, name: &str) -> Option<&Measured> {
+        self.rows
+            .iter()
+            .find(|r| r.name() == name)?
+            .outcome
+            .as_ref()
+            .ok()
+    }
+
     /// The measured row of `kind`, if it ran.
     pub fn measured(&self, kind: Kind) -> Option<&Measured> {
         self.rows
@@ -80,8 +132,11 @@ impl Table {
             .iter()
             .filter(|r| r.kind.is_floor())
             .filter_map(|r| Some((r.kind, r.outcome.as_ref().ok()?)))
-            .filter(|(_, m)| m.load.requests > 0)
-            .min_by(|a, b| a.1.cpu_per_request().total_cmp(&b.1.cpu_per_request()))
+            .filter(|(_, m)| m.load.requests > 0 && m.cpu_per_request().is_some())
+            .min_by(|a, b| {
+                let cpu = |m: &Measured| m.cpu_per_request().unwrap_or(f64::INFINITY);
+                cpu(a.1).total_cmp(&cpu(b.1))
+            })
     }
 
     /// The table in markdown, with ratios to the cheapest floor.
@@ -89,6 +144,12 @@ impl Table {
         let cheapest = self.cheapest_floor();
         let floor = cheapest.map(|(_, m)| m);
         let mut out = format!("### {}\n\n", self.title);
+        for note in &self.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+        }
         if let Some((kind, _)) = cheapest {
             let _ = writeln!(
                 out,
@@ -96,55 +157,102 @@ impl Table {
                 kind.name()
             );
         }
-        out.push_str("| server | req/s | p50 | p99 | max | server CPU us/req | server cs/req | peak RSS | errors | wrong | req/s vs floor | p99 vs floor | CPU/req vs floor | cs/req vs floor | load gen CPU us/req |\n");
-        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let mut header: Vec<&str> = vec![
+            "server",
+            "req/s",
+            "p50",
+            "p99",
+            "max",
+            "server CPU us/req",
+            "server cs/req",
+            "peak RSS",
+            "errors",
+            "wrong",
+            "req/s vs floor",
+            "p99 vs floor",
+            "CPU/req vs floor",
+            "cs/req vs floor",
+            "load gen CPU us/req",
+        ];
+        header.extend(self.extra_columns.iter().map(String::as_str));
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(
+            out,
+            "| --- |{}",
+            " ---: |".repeat(header.len().saturating_sub(1))
+        );
         for row in &self.rows {
+            let mut cells = vec![row.name()];
             match &row.outcome {
                 Err(why) => {
-                    let _ = writeln!(
-                        out,
-                        "| {} | n/a: {why} | | | | | | | | | | | | | |",
-                        row.kind.name()
-                    );
+                    cells.push(format!("n/a: {why}"));
+                    cells.resize(header.len() - self.extra_columns.len(), String::new());
                 }
                 Ok(m) => {
-                    let ratio = |ours: f64, theirs: Option<f64>| {
-                        theirs
-                            .filter(|t| *t > 0.0)
-                            .map_or("-".to_owned(), |t| format!("{:.2}x", ours / t))
+                    let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
+                        (Some(ours), Some(theirs)) if theirs > 0.0 => {
+                            format!("{:.2}x", ours / theirs)
+                        }
+                        _ => "-".to_owned(),
                     };
+                    let cpu = m.cpu_per_request();
                     let cs = m.context_switches_per_request();
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
-                        row.kind.name(),
+                    cells.extend([
                         rate(m.load.rate()),
                         micros(m.load.percentile(50.0)),
                         micros(m.load.percentile(99.0)),
                         micros(m.load.latency.max()),
-                        m.cpu_per_request(),
-                        cs.map_or("?".to_owned(), |c| format!("{c:.2}")),
-                        m.peak_rss_kib
-                            .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                        m.load.errors,
-                        m.load.wrong,
-                        ratio(m.load.rate(), floor.map(|f| f.load.rate())),
+                        cpu.map_or("-".to_owned(), |c| format!("{c:.1}")),
+                        cs.map_or("-".to_owned(), |c| format!("{c:.2}")),
+                        m.peak_rss_kib.map_or("?".to_owned(), mib),
+                        m.load.errors.to_string(),
+                        m.load.wrong.to_string(),
+                        ratio(Some(m.load.rate()), floor.map(|f| f.load.rate())),
                         ratio(
-                            m.load.percentile(99.0) as f64,
-                            floor.map(|f| f.load.percentile(99.0) as f64)
+                            Some(m.load.percentile(99.0) as f64),
+                            floor.map(|f| f.load.percentile(99.0) as f64),
                         ),
-                        ratio(m.cpu_per_request(), floor.map(Measured::cpu_per_request)),
-                        cs.map_or("-".to_owned(), |c| ratio(
-                            c,
-                            floor.and_then(Measured::context_switches_per_request)
-                        )),
-                        m.generator_cpu_per_request(),
-                    );
+                        ratio(cpu, floor.and_then(Measured::cpu_per_request)),
+                        ratio(cs, floor.and_then(Measured::context_switches_per_request)),
+                        format!("{:.1}", m.generator_cpu_per_request()),
+                    ]);
                 }
             }
+            let mut extra = row.extra.clone();
+            extra.resize(self.extra_columns.len(), String::new());
+            cells.extend(extra);
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
         out
     }
+}
+
+/// A target the issue states, with where a table puts us.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// What is asked, with its bound.
+    pub name: String,
+    /// What was measured, as it reads in the targets table.
+    pub measured: String,
+    /// Whether it was met; `None` when it could not be measured.
+    pub met: Option<bool>,
+}
+
+impl Target {
+    /// The target as a row of the targets table.
+    pub fn markdown_row(&self) -> String {
+        let met = match self.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        format!("| {} | {} | {met} |", self.name, self.measured)
+    }
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 /// Requests per second: whole numbers, but decimals for the slow rates of

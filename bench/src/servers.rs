@@ -4,6 +4,7 @@
 //! its CPU time, context switches and peak memory can be read from /proc.
 
 use anyhow::{bail, Context};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,8 @@ pub struct Toolbox {
     pub bench: PathBuf,
     /// The prime-server binary beside it.
     pub prime_server: PathBuf,
+    /// The prime-audit binary beside it (it makes sealing states).
+    pub prime_audit: PathBuf,
     /// The Python interpreter (the bench venv's, if present).
     pub python: Option<PathBuf>,
     /// Whether that interpreter can import gmpy2.
@@ -108,6 +111,7 @@ impl Toolbox {
     pub fn discover(scratch: &Path, keep_alive: bool) -> anyhow::Result<(Toolbox, Vec<String>)> {
         let bench = std::env::current_exe().context("cannot find the prime-bench binary")?;
         let prime_server = bench.with_file_name("prime-server");
+        let prime_audit = bench.with_file_name("prime-audit");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let venv_python = root.join(".venv/bin/python");
         let mut notes = Vec::new();
@@ -146,6 +150,7 @@ impl Toolbox {
             Toolbox {
                 bench,
                 prime_server,
+                prime_audit,
                 python,
                 gmpy2,
                 python_script: root.join("python/prime_server.py"),
@@ -189,11 +194,28 @@ impl Toolbox {
     }
 }
 
+/// How to start a server beyond its kind.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Answer every line of a connection (`--keep-alive`).
+    pub keep_alive: bool,
+    /// prime-server only: serve `/metrics` on a free port
+    /// (`--admin-listen 127.0.0.1:0`), found in [`Server::admin`].
+    pub admin: bool,
+    /// prime-server only: more flags, after the bench's own.
+    pub args: Vec<OsString>,
+    /// prime-server only: the audit log [default: `prime_server.log` in
+    /// the scratch directory]. Servers running at once need their own.
+    pub audit_log: Option<PathBuf>,
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin endpoint, when started with [`Launch::admin`].
+    pub admin: Option<SocketAddr>,
     /// The process.
     child: Child,
 }
@@ -205,6 +227,23 @@ impl Server {
     ///
     /// It could not be started or did not report its address in time.
     pub fn start(kind: Kind, tools: &Toolbox, keep_alive: bool) -> anyhow::Result<Server> {
+        Server::launch(
+            kind,
+            tools,
+            &Launch {
+                keep_alive,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts `kind` on 127.0.0.1 with a free port, as `launch` says.
+    ///
+    /// # Errors
+    ///
+    /// It could not be started or did not report its address in time.
+    pub fn launch(kind: Kind, tools: &Toolbox, launch: &Launch) -> anyhow::Result<Server> {
+        let keep_alive = launch.keep_alive;
         let mut command = match kind {
             Kind::Floor {
                 threads,
@@ -242,10 +281,19 @@ impl Server {
                 ])
                 .arg(tools.workers.to_string())
                 .arg("--audit-log")
-                .arg(tools.scratch.join("prime_server.log"));
+                .arg(
+                    launch
+                        .audit_log
+                        .clone()
+                        .unwrap_or_else(|| tools.scratch.join("prime_server.log")),
+                );
                 if keep_alive {
                     c.arg("--keep-alive");
                 }
+                if launch.admin {
+                    c.args(["--admin-listen", "127.0.0.1:0"]);
+                }
+                c.args(&launch.args);
                 c
             }
         };
@@ -265,27 +313,51 @@ impl Server {
         };
         let (tx, rx) = mpsc::channel();
         // Keep reading the pipe for the server's whole life, so it never
-        // blocks on a full pipe; send on the address once found.
+        // blocks on a full pipe; send on every address it announces (the
+        // admin endpoint's comes before the service's).
         std::thread::spawn(move || {
-            let mut sent = false;
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(addr) = find_address(&line) {
-                        let _ = tx.send(addr);
-                        sent = true;
-                    }
+                if let Some(announced) = announced(&line) {
+                    // The receiver is gone once the server is up: fine.
+                    let _ = tx.send(announced);
                 }
             }
         });
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => Ok(Server { addr, child }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{} did not report its address", kind.name())
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let mut admin = None;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Announced::Admin(addr)) => admin = Some(addr),
+                Ok(Announced::Service(addr)) if admin.is_some() || !launch.admin => {
+                    return Ok(Server { addr, admin, child })
+                }
+                Ok(Announced::Service(_)) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!(
+                        "{} did not report its address{}",
+                        kind.name(),
+                        if launch.admin { "es" } else { "" }
+                    )
+                }
             }
         }
+    }
+
+    /// The value of the sample `name` on the server's `/metrics`.
+    ///
+    /// # Errors
+    ///
+    /// No admin endpoint, it did not answer, or the sample is missing.
+    pub fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let admin = self
+            .admin
+            .context("the server has no admin endpoint (Launch::admin)")?;
+        let text = crate::scrape::get(admin, "/metrics")?;
+        crate::scrape::sample(&text, name)
+            .with_context(|| format!("no sample {name} on http://{admin}/metrics"))
     }
 
     /// CPU time the server has used so far (user + system, every thread,
@@ -294,8 +366,7 @@ impl Server {
     /// the same sum in clock ticks (10 ms), too coarse for short rounds,
     /// and is the fallback.
     pub fn cpu(&self) -> Option<Duration> {
-        let pid = libc::pid_t::try_from(self.child.id()).ok()?;
-        process_cpu_clock(pid).or_else(|| proc_stat_cpu(pid))
+        cpu_of(self.child.id())
     }
 
     /// Context switches so far, voluntary and not, summed over the
@@ -303,23 +374,25 @@ impl Server {
     /// have exited are not counted: none of the servers here ends a thread
     /// while it serves.
     pub fn context_switches(&self) -> Option<u64> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
-        let mut total = 0;
-        for task in tasks.flatten() {
-            // A thread may exit between the listing and the read.
-            if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
-                total += context_switches(&status)?;
-            }
-        }
-        Some(total)
+        context_switches_of(self.child.id())
     }
 
     /// Peak resident memory so far, in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        status_kib(self.child.id(), "VmHWM:")
     }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        status_kib(self.child.id(), "VmRSS:")
+    }
+}
+
+/// A `... kB` field of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for Server {
@@ -327,6 +400,27 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` has used so far (every thread, exited ones
+/// included): its CPU clock, or `/proc/PID/stat` in clock ticks.
+pub fn cpu_of(pid: u32) -> Option<Duration> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    process_cpu_clock(pid).or_else(|| proc_stat_cpu(pid))
+}
+
+/// Context switches of process `pid` so far, voluntary and not, summed
+/// over its live threads (`/proc/PID/task/*/status`).
+pub fn context_switches_of(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        // A thread may exit between the listing and the read.
+        if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+            total += context_switches(&status)?;
+        }
+    }
+    Some(total)
 }
 
 /// The CPU clock of process `pid` (`clock_getcpuclockid`), which the
@@ -379,17 +473,35 @@ fn context_switches(status: &str) -> Option<u64> {
     Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
 }
 
+/// An address a server announces on its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announced {
+    /// Where it serves the protocol.
+    Service(SocketAddr),
+    /// Where its admin endpoint (`/metrics`) listens.
+    Admin(SocketAddr),
+}
+
 /// The address in a "listening" line: `listening 127.0.0.1:1234` (floor,
-/// Python) or prime-server's JSON record with `"address":"127.0.0.1:1234"`.
-fn find_address(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
+/// Python), or prime-server's JSON records `{"msg":"listening",...,
+/// "address":"127.0.0.1:1234"}` and `{"msg":"admin endpoint listening",
+/// ...}`, told apart by their `msg` (the admin record comes first and
+/// also says "listening").
+fn announced(line: &str) -> Option<Announced> {
+    if line.trim_start().starts_with('{') {
+        let record: serde_json::Value = serde_json::from_str(line).ok()?;
+        let addr = record.get("address")?.as_str()?.parse().ok()?;
+        return match record.get("msg")?.as_str()? {
+            "listening" => Some(Announced::Service(addr)),
+            "admin endpoint listening" => Some(Announced::Admin(addr)),
+            _ => None,
+        };
+    }
+    let mut words = line.split_whitespace();
+    if words.next()? != "listening" {
         return None;
     }
-    if let Some(start) = line.find("\"address\":\"") {
-        let rest = &line[start + "\"address\":\"".len()..];
-        return rest[..rest.find('"')?].parse().ok();
-    }
-    line.split_whitespace().last()?.parse().ok()
+    words.last()?.parse().ok().map(Announced::Service)
 }
 
 #[cfg(test)]
@@ -398,13 +510,26 @@ mod tests {
 
     #[test]
     fn addresses_are_found_in_both_formats() {
+        let addr = |text: &str| -> SocketAddr { text.parse().unwrap() };
         assert_eq!(
-            find_address("listening 127.0.0.1:80"),
-            "127.0.0.1:80".parse().ok()
+            announced("listening 127.0.0.1:80"),
+            Some(Announced::Service(addr("127.0.0.1:80")))
         );
         let json = r#"{"msg":"listening","level":"INFO","address":"127.0.0.1:9","workers":4}"#;
-        assert_eq!(find_address(json), "127.0.0.1:9".parse().ok());
-        assert_eq!(find_address("starting"), None);
+        assert_eq!(
+            announced(json),
+            Some(Announced::Service(addr("127.0.0.1:9")))
+        );
+        // The admin endpoint's record also says "listening", and comes first.
+        let admin = r#"{"msg":"admin endpoint listening","level":"INFO","address":"127.0.0.1:7"}"#;
+        assert_eq!(
+            announced(admin),
+            Some(Announced::Admin(addr("127.0.0.1:7")))
+        );
+        let other = r#"{"msg":"open-files limit","level":"INFO","address":"127.0.0.1:7"}"#;
+        assert_eq!(announced(other), None);
+        assert_eq!(announced("starting"), None);
+        assert_eq!(announced("not listening 127.0.0.1:80"), None);
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! so it cannot rot: every reference starts, every table and the chart are
 //! written, and no server answers wrongly. The tables are read by their
 //! header, so a change of their shape fails here instead of passing
-//! unchecked.
+//! unchecked. The tables of the newer behaviours (stalled and idle
+//! crowds, the heavy mix, HAProxy, audit sync, sealing) must also show
+//! their mechanism at work: the crowd still held, the big numbers answered
+//! rightly, fdatasyncs and seals where they belong.
 //!
-//! `compare` starts the `prime-server` binary found beside `prime-bench`;
-//! `cargo test --workspace` (what `make test` runs) builds both.
+//! `compare` starts the `prime-server` and `prime-audit` binaries found
+//! beside `prime-bench`; `cargo test --workspace` (what `make test` runs)
+//! builds them all.
 
 use prime_server::shutdown::Shutdown;
 use prime_server::{logging, Config, Summary};
@@ -87,6 +91,41 @@ fn tables(report: &str) -> Vec<(Vec<String>, Vec<Vec<String>>)> {
     out
 }
 
+/// The first table after the heading that starts with `### {title}`.
+fn table_titled(report: &str, title: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let heading = format!("### {title}");
+    let start = report
+        .find(&heading)
+        .unwrap_or_else(|| panic!("no table titled {title:?}: {report}"));
+    tables(&report[start..])
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no table under {title:?}"))
+}
+
+/// The cell of column `name` in the row whose first cell starts with `row`.
+fn cell<'a>(table: &'a (Vec<String>, Vec<Vec<String>>), row: &str, name: &str) -> &'a str {
+    let (header, rows) = table;
+    let col = column(header, name);
+    let found = rows
+        .iter()
+        .find(|r| r[0].starts_with(row))
+        .unwrap_or_else(|| panic!("no row {row:?} in {rows:?}"));
+    assert!(
+        !found[1].starts_with("n/a"),
+        "row {row:?} did not run: {found:?}"
+    );
+    &found[col]
+}
+
+/// `a/b` as two numbers.
+fn fraction(text: &str) -> (u64, u64) {
+    let (a, b) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not a/b: {text:?}"));
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
 /// The index of the column named `name`, failing the test if it is gone.
 fn column(header: &[String], name: &str) -> usize {
     header
@@ -95,17 +134,21 @@ fn column(header: &[String], name: &str) -> usize {
         .unwrap_or_else(|| panic!("no column {name:?} in {header:?}"))
 }
 
+/// Whether the server binaries `compare` starts (prime-server, and
+/// prime-audit for sealing states) were built beside prime-bench.
 fn prime_server_beside_bench() -> bool {
-    Path::new(env!("CARGO_BIN_EXE_prime-bench"))
-        .with_file_name(format!("prime-server{}", std::env::consts::EXE_SUFFIX))
-        .exists()
+    ["prime-server", "prime-audit"].iter().all(|name| {
+        Path::new(env!("CARGO_BIN_EXE_prime-bench"))
+            .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+            .exists()
+    })
 }
 
 #[test]
 fn bench_compare_smoke_run_writes_tables_and_chart() {
     assert!(
         prime_server_beside_bench(),
-        "the prime-server binary is not beside prime-bench: run `cargo test --workspace` (or `cargo build -p prime-server` first)"
+        "the prime-server and prime-audit binaries are not beside prime-bench: run `cargo test --workspace` (or `cargo build -p prime-server --bins` first)"
     );
     let out = tempfile::tempdir().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_prime-bench"))
@@ -139,7 +182,7 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
         "expected the per-workload tables, found {}: {report}",
         server_tables.len()
     );
-    let mut prime_server_rows = 0;
+    let mut tables_with_prime_server = 0;
     for (header, rows) in &server_tables {
         let errors = column(header, "errors");
         let wrong = column(header, "wrong");
@@ -158,9 +201,12 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
                 ("0", "0"),
                 "errors/wrong in {row:?}"
             );
-            if row[0] == "prime-server" {
-                prime_server_rows += 1;
-            }
+        }
+        if rows
+            .iter()
+            .any(|r| r[0].starts_with("prime-server") && !r[1].starts_with("n/a"))
+        {
+            tables_with_prime_server += 1;
         }
         assert!(
             rows.iter().any(|r| r[0].starts_with("floor")),
@@ -175,16 +221,95 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
         );
     }
     assert_eq!(
-        prime_server_rows,
+        tables_with_prime_server,
         server_tables.len(),
         "prime-server must be measured in every table: {report}"
     );
+    behaviour_tables_hold(&report);
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("prime-server"),
         "chart lacks a series"
     );
     assert!(stdout.contains("wrote "));
+}
+
+/// The tables of the newer behaviours: each ran, and the figure that
+/// shows its mechanism at work says it did (the crowd was held, the heavy
+/// loop was answered rightly, fdatasyncs and seals happened where they
+/// must and not elsewhere), and every honest request was answered.
+fn behaviour_tables_hold(report: &str) {
+    let stalled = table_titled(report, "Stalled clients: ");
+    for row in [
+        "prime-server, 50 stalled clients",
+        "prime-server, no stalled",
+    ] {
+        let (answered, sent) = fraction(cell(&stalled, row, "answered/sent"));
+        assert!(answered > 0 && answered == sent, "{row}: {answered}/{sent}");
+    }
+    assert_eq!(
+        cell(&stalled, "prime-server, 50 stalled", "stalled clients held"),
+        "50/50",
+        "every stalled client must still be held, unanswered"
+    );
+
+    let idle = table_titled(report, "Idle keep-alive: ");
+    let (answered, sent) = fraction(cell(
+        &idle,
+        "prime-server --keep-alive, 50 idle",
+        "answered/sent",
+    ));
+    assert!(answered > 0 && answered == sent, "{answered}/{sent}");
+    assert_eq!(
+        cell(&idle, "prime-server --keep-alive, 50 idle", "idle held"),
+        "50/50"
+    );
+
+    let heavy = table_titled(report, "Heavy mix: ");
+    let mixed = "prime-server, light + 4 heavy clients";
+    assert_eq!(cell(&heavy, mixed, "heavy errors/wrong"), "0/0");
+    let (heavy_answered, _) = fraction(cell(&heavy, mixed, "heavy answered/abandoned"));
+    assert!(heavy_answered > 0, "no big number answered");
+    let capacity: f64 = cell(&heavy, mixed, "lane capacity/s").parse().unwrap();
+    assert!(capacity > 0.0);
+    assert_eq!(
+        cell(&heavy, mixed, "server CPU us/req"),
+        "-",
+        "the mixed row's CPU is not the light requests' own"
+    );
+
+    if report.contains("haproxy is not installed") {
+        eprintln!("SKIPPED the HAProxy table check: haproxy is not installed");
+    } else {
+        let proxy = table_titled(report, "Through HAProxy: ");
+        for (row, instances) in [("HAProxy -> 1 ", "1"), ("HAProxy -> 3 ", "3")] {
+            assert_eq!(cell(&proxy, row, "instances"), instances);
+            let cpu: f64 = cell(&proxy, row, "HAProxy CPU us/req").parse().unwrap();
+            assert!(cpu > 0.0, "{row}: HAProxy's CPU was not measured");
+        }
+    }
+
+    let sync = table_titled(report, "Audit sync: ");
+    let syncs = |row: &str| -> u64 { cell(&sync, row, "fdatasyncs").parse().unwrap() };
+    assert_eq!(syncs("prime-server --audit-sync none"), 0);
+    assert!(syncs("prime-server --audit-sync always") > 0);
+
+    let seal = table_titled(report, "Sealing: ");
+    let seals = |row: &str| -> u64 { cell(&seal, row, "seals written").parse().unwrap() };
+    assert_eq!(seals("prime-server, not sealed"), 0);
+    assert!(seals("prime-server --audit-seal") > 0, "no seal written");
+
+    for target in [
+        "50 stalled clients: every honest request answered",
+        "50 idle keep-alive connections: honest p99",
+        "light p99 < 50 ms while 4 clients loop",
+        "sealing: server CPU/request within 5%",
+    ] {
+        assert!(
+            report.contains(&format!("| {target}")),
+            "no target row {target:?}"
+        );
+    }
 }
 
 #[test]
