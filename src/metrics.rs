@@ -67,8 +67,8 @@ pub struct CoreMetrics {
     pub heavy_queued: Gauge,
     /// Terminal log records dropped because stderr could not keep up.
     pub log_records_dropped: Counter,
-    /// Time from a line being complete at the server to its reply being
-    /// handed to the kernel.
+    /// Time from a line being complete at the server (handed to a worker)
+    /// to its answer being audited and its reply queued for sending.
     pub request_duration: Histogram,
 }
 
@@ -184,7 +184,7 @@ impl CoreMetrics {
         );
         registry.register_with_unit(
             "request_duration",
-            "Time from a complete line at the server to its reply handed to the kernel",
+            "Time from a complete line handed to a worker to its answer audited and its reply queued",
             Unit::Seconds,
             self.request_duration.clone(),
         );
