@@ -34,10 +34,13 @@ pub struct Health {
     listening: AtomicBool,
     /// A stop was requested.
     stopping: AtomicBool,
-    /// When the accept loop started handling its current connection, in
-    /// microseconds since `started` (plus one); 0 while it waits in
-    /// `accept()` or for a connection slot.
-    acceptor_busy_since: AtomicU64,
+    /// The accept loop's turns: odd while it handles a connection, even
+    /// while it waits in `accept()` or for a connection slot. Counting, not
+    /// timing, keeps the clock off the accept path.
+    acceptor_turn: AtomicU64,
+    /// The last busy turn the liveness check saw, and since when: the same
+    /// busy turn for too long means the loop is stuck.
+    acceptor_seen: Mutex<Option<(u64, Instant)>>,
     /// When the waiting room's loop last turned, in microseconds since
     /// `started`.
     room_tick: AtomicU64,
@@ -62,7 +65,8 @@ impl Default for Health {
             started: Instant::now(),
             listening: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            acceptor_busy_since: AtomicU64::new(0),
+            acceptor_turn: AtomicU64::new(0),
+            acceptor_seen: Mutex::new(None),
             room_tick: AtomicU64::new(0),
             pool: Mutex::new(None),
             checks: Mutex::new(Vec::new()),
@@ -118,13 +122,37 @@ impl Health {
 
     /// The accept loop begins handling a connection.
     pub fn acceptor_busy(&self) {
-        self.acceptor_busy_since
-            .store(self.now_tick(), Ordering::Relaxed);
+        self.acceptor_turn.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The accept loop goes back to waiting.
+    /// The accept loop goes back to waiting (a no-op if it already is).
     pub fn acceptor_idle(&self) {
-        self.acceptor_busy_since.store(0, Ordering::Relaxed);
+        let _ = self
+            .acceptor_turn
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |turn| {
+                (!turn.is_multiple_of(2)).then_some(turn + 1)
+            });
+    }
+
+    /// How long the accept loop has been on its current busy turn, as far
+    /// as successive checks can tell; zero when it is waiting.
+    fn acceptor_busy_for(&self) -> Duration {
+        let turn = self.acceptor_turn.load(Ordering::Relaxed);
+        let mut seen = self
+            .acceptor_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if turn.is_multiple_of(2) {
+            *seen = None;
+            return Duration::ZERO;
+        }
+        match *seen {
+            Some((same, since)) if same == turn => since.elapsed(),
+            _ => {
+                *seen = Some((turn, Instant::now()));
+                Duration::ZERO
+            }
+        }
     }
 
     /// The waiting room's loop turned.
@@ -158,12 +186,9 @@ impl Health {
     ///
     /// A one-line reason naming the part that is stuck.
     pub fn alive(&self, within: Duration) -> Result<(), String> {
-        let busy = self.acceptor_busy_since.load(Ordering::Relaxed);
-        if busy != 0 && self.age(busy) > ACCEPT_STUCK {
-            return Err(format!(
-                "the accept loop has been busy for {:?}",
-                self.age(busy)
-            ));
+        let busy = self.acceptor_busy_for();
+        if busy > ACCEPT_STUCK {
+            return Err(format!("the accept loop has been busy for {busy:?}"));
         }
         let tick = self.room_tick.load(Ordering::Relaxed);
         if tick != 0 && self.age(tick) > ROOM_STALE {
@@ -230,15 +255,34 @@ mod tests {
 
     #[test]
     fn a_stuck_acceptor_is_not_alive() {
-        // Busy since a minute ago.
+        let health = Health::new();
+        health.acceptor_busy();
+        // First sight of this busy turn: not stuck yet.
+        assert_eq!(health.alive(Duration::from_secs(1)), Ok(()));
+        // Still the same busy turn, first seen a minute ago.
+        *health.acceptor_seen.lock().unwrap() = Some((1, Instant::now() - Duration::from_secs(60)));
+        let err = health.alive(Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("accept loop"), "{err}");
+        // Another turn since: alive again.
+        health.acceptor_idle();
+        health.acceptor_busy();
+        assert_eq!(health.alive(Duration::from_secs(1)), Ok(()));
+        health.acceptor_idle();
+        assert_eq!(health.acceptor_turn.load(Ordering::Relaxed), 4);
+        health.acceptor_idle();
+        assert_eq!(
+            health.acceptor_turn.load(Ordering::Relaxed),
+            4,
+            "idle twice is one turn"
+        );
+    }
+
+    #[test]
+    fn a_stale_room_is_not_alive() {
         let health = Health {
             started: Instant::now() - Duration::from_secs(60),
             ..Health::default()
         };
-        health.acceptor_busy_since.store(1, Ordering::Relaxed);
-        let err = health.alive(Duration::from_secs(1)).unwrap_err();
-        assert!(err.contains("accept loop"), "{err}");
-        health.acceptor_idle();
         health.room_tick.store(1, Ordering::Relaxed);
         let err = health.alive(Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("waiting room"), "{err}");

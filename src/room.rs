@@ -354,7 +354,8 @@ impl Room {
         match entry.state {
             State::Read { idle } => match core.poll_input(&mut entry.conn, true) {
                 Input::Ready => {
-                    let entry = self.remove(token, core);
+                    let mut entry = self.remove(token, core);
+                    entry.conn.mark_ready(Instant::now());
                     core.clone().dispatch(entry.conn);
                 }
                 Input::Wait if idle && entry.conn.has_partial_line() => {
@@ -424,7 +425,10 @@ impl Room {
                     // A connection is not blamed for the room's own delay:
                     // a line that has arrived by now is still answered.
                     match core.poll_input(&mut entry.conn, true) {
-                        Input::Ready => core.clone().dispatch(entry.conn),
+                        Input::Ready => {
+                            entry.conn.mark_ready(now);
+                            core.clone().dispatch(entry.conn);
+                        }
                         Input::Closed => {}
                         Input::Wait if idle => {
                             core.metrics().idle_closed.inc();
@@ -480,7 +484,10 @@ impl Room {
     /// One last read of a connection waiting for a line during a stop.
     fn last_read(&mut self, mut conn: Connection, core: &Arc<dyn Serve>) {
         match core.poll_input(&mut conn, true) {
-            Input::Ready => core.clone().dispatch(conn),
+            Input::Ready => {
+                conn.mark_ready(Instant::now());
+                core.clone().dispatch(conn);
+            }
             Input::Closed => {}
             Input::Wait => {
                 if conn.lines_taken() == 0 || conn.has_partial_line() {

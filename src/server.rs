@@ -50,7 +50,7 @@ use socket2::{Domain, Socket, Type};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use threadpool::ThreadPool;
@@ -250,6 +250,7 @@ pub fn serve<H: Handler>(
         batch_lines: options.batch_lines.max(1),
         ready: Mutex::new(ReadyQueue::default()),
         workers,
+        work_arrived: Condvar::new(),
         limits: options.limits,
         health: Arc::clone(health),
         log: log.clone(),
@@ -279,6 +280,7 @@ pub fn serve<H: Handler>(
     health.set_listening(false);
     let stop_started = Instant::now();
     let drained = drain_backlog(&listener, shutdown, &slots, &core);
+    core.wake_workers();
     // Close the listening socket (both descriptors) so new connections are
     // refused while the rest finishes.
     drop(registration);
@@ -301,6 +303,7 @@ pub fn serve<H: Handler>(
     }
     room_handle.exit();
     let _ = room_thread.join();
+    core.wake_all_drainers();
     health.set_pool(None);
     // Work in hand (a big-number test, an audit write) finishes, bounded:
     // nothing answered goes unlogged, and nothing holds the exit for long.
@@ -325,7 +328,14 @@ fn accept_loop<H: Handler>(
     core: &Arc<Core<H>>,
 ) {
     let mut backoff = BACKOFF_START;
+    let mut unwoken = 0;
     while !shutdown.is_requested() {
+        // Connections queued without waking a worker: wake now, before
+        // anything here can block, or after a batch.
+        if unwoken > 0 && (unwoken >= WAKE_BATCH || backlog_len(listener) == 0) {
+            core.wake_workers();
+            unwoken = 0;
+        }
         core.health.acceptor_idle();
         let slot = slots.acquire();
         if shutdown.is_requested() {
@@ -342,6 +352,7 @@ fn accept_loop<H: Handler>(
                     break;
                 }
                 admit(core, stream, peer, slot);
+                unwoken += 1;
             }
             Err(_) if shutdown.is_requested() => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -354,6 +365,41 @@ fn accept_loop<H: Handler>(
             }
         }
     }
+    core.wake_workers();
+}
+
+/// Connections the accept loop queues, at most, before it wakes a worker.
+const WAKE_BATCH: usize = 16;
+
+/// Connections waiting in the listener's accept queue (Linux reports it as
+/// `tcpi_unacked` of a listening socket); 0 when unknown.
+#[cfg(target_os = "linux")]
+fn backlog_len(listener: &TcpListener) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; zero is a valid value for every field.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).unwrap_or(0);
+    // SAFETY: a valid socket, and a pointer and length describing `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        info.tcpi_unacked
+    } else {
+        0
+    }
+}
+
+/// Elsewhere the accept queue cannot be read: wake at once.
+#[cfg(not(target_os = "linux"))]
+fn backlog_len(_listener: &TcpListener) -> u32 {
+    0
 }
 
 /// Wraps an accepted socket and hands it to the core.

@@ -2,56 +2,68 @@
 //! (`--max-connections`); a stop waits on it until every connection is
 //! done.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-/// A counting semaphore built on a mutex and a condition variable.
+/// A counting semaphore: an atomic count for the common case (a permit is
+/// free, nobody waits: no lock, no system call), a mutex and condition
+/// variable only for threads that must wait.
 #[derive(Debug)]
 pub struct Semaphore {
-    /// Permits currently free, and threads waiting for one.
-    state: Mutex<State>,
+    /// Permits currently free.
+    available: AtomicUsize,
+    /// Threads waiting in [`Semaphore::acquire`] or
+    /// [`Semaphore::wait_until_unused`]; a release takes the lock and wakes
+    /// them only when there are some.
+    waiting: AtomicUsize,
+    /// Held by waiters between checking the count and sleeping, so a
+    /// release cannot slip between the two.
+    lock: Mutex<()>,
     /// Signalled when a permit is returned and someone is waiting.
     returned: Condvar,
     /// Permits in all, to report how many are taken.
     capacity: usize,
 }
 
-/// The counts behind [`Semaphore`]'s lock.
-#[derive(Debug)]
-struct State {
-    /// Permits currently free.
-    available: usize,
-    /// Threads blocked in [`Semaphore::acquire`]; a release wakes one only
-    /// when there is one, sparing a futex call per release otherwise.
-    waiting: usize,
-}
-
 impl Semaphore {
     /// A semaphore with `capacity` permits.
     pub fn new(capacity: usize) -> Arc<Semaphore> {
         Arc::new(Semaphore {
-            state: Mutex::new(State {
-                available: capacity,
-                waiting: 0,
-            }),
+            available: AtomicUsize::new(capacity),
+            waiting: AtomicUsize::new(0),
+            lock: Mutex::new(()),
             returned: Condvar::new(),
             capacity,
         })
     }
 
+    /// Takes a permit if one is free, without waiting.
+    fn try_take(&self) -> bool {
+        self.available
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// The waiters' lock, recovering from poisoning: it guards no data.
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Blocks until a permit is free and takes it; the permit goes back
     /// when the returned guard is dropped (a panic included).
     pub fn acquire(self: &Arc<Self>) -> Permit {
-        let mut state = self.lock();
-        while state.available == 0 {
-            state.waiting += 1;
-            state = self
-                .returned
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.waiting -= 1;
+        if !self.try_take() {
+            let mut guard = self.lock();
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while !self.try_take() {
+                guard = self
+                    .returned
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        state.available -= 1;
         Permit {
             semaphore: Arc::clone(self),
         }
@@ -60,32 +72,29 @@ impl Semaphore {
     /// Waits until every permit is back or `deadline` passes; returns
     /// whether every permit is back.
     pub fn wait_until_unused(&self, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        while state.available < self.capacity {
+        let mut guard = self.lock();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let unused = loop {
+            if self.available.load(Ordering::SeqCst) == self.capacity {
+                break true;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break false;
             }
-            state.waiting += 1;
-            state = self
+            guard = self
                 .returned
-                .wait_timeout(state, left)
+                .wait_timeout(guard, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-            state.waiting -= 1;
-        }
-        true
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        unused
     }
 
     /// How many permits are taken right now.
     pub fn in_use(&self) -> usize {
-        self.capacity - self.lock().available
-    }
-
-    /// The counts, recovering from poisoning: no code that can panic runs
-    /// under this lock, so a poisoned lock still holds correct counts.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.capacity - self.available.load(Ordering::SeqCst)
     }
 }
 
@@ -98,12 +107,15 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut state = self.semaphore.lock();
-        state.available += 1;
-        if state.waiting > 0 {
-            // Both acquirers and wait_until_unused wait here: wake them all
-            // (rare: only while the cap is reached or a stop waits).
-            self.semaphore.returned.notify_all();
+        let semaphore = &self.semaphore;
+        semaphore.available.fetch_add(1, Ordering::SeqCst);
+        // A waiter increments `waiting` before its last check of the count,
+        // under the lock; taking the lock here before notifying means the
+        // waiter is either still before that check (and will see this
+        // permit) or already asleep (and is woken).
+        if semaphore.waiting.load(Ordering::SeqCst) > 0 {
+            drop(semaphore.lock());
+            semaphore.returned.notify_all();
         }
     }
 }
@@ -146,6 +158,27 @@ mod tests {
         let releaser = std::thread::spawn(move || drop(held));
         assert!(s.wait_until_unused(Instant::now() + Duration::from_secs(10)));
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn many_threads_never_hold_more_than_the_capacity() {
+        let s = Semaphore::new(3);
+        let held = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                let s = Arc::clone(&s);
+                let held = Arc::clone(&held);
+                scope.spawn(move || {
+                    for _ in 0..2_000 {
+                        let _p = s.acquire();
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(now <= 3, "{now} permits out of 3");
+                        held.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(s.in_use(), 0);
     }
 
     #[test]

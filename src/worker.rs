@@ -33,10 +33,10 @@ use crate::proxy::TrustedProxies;
 use crate::room::{Park, RoomHandle};
 use crate::shutdown::Shutdown;
 use slog::{debug, error, warn, Logger};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use threadpool::ThreadPool;
 
@@ -98,7 +98,9 @@ pub enum Input {
 
 /// The core as the waiting room sees it (not generic over the handler).
 pub trait Serve: Send + Sync {
-    /// Queues a ready connection for a worker.
+    /// Queues a ready connection for a worker (the caller has marked when
+    /// its line became ready, see [`Connection::mark_ready`]; a fresh
+    /// connection counts from accept).
     fn dispatch(self: Arc<Self>, conn: Connection);
     /// Continues a connection whose replies the room finished sending.
     fn after_flush(self: Arc<Self>, conn: Connection, then: Then);
@@ -119,18 +121,26 @@ pub trait Serve: Send + Sync {
 
 /// Connections waiting for a worker, in arrival order.
 ///
-/// The pool is not handed one job per connection: a job drains this queue
-/// until it is empty, and a new job is posted (waking a sleeping worker)
-/// only when the queue is longer than the jobs already draining it. Under
-/// load a busy worker takes the next connection straight from the queue,
-/// sparing a wake-up and the pool's shared channel per request.
+/// The pool is not handed one job per connection: a job drains this queue,
+/// waiting on [`Core::work_arrived`] when it is empty (for up to
+/// [`DRAINER_IDLE`]), and a new job is posted only when the queue is longer
+/// than the jobs already draining it. Under load a busy worker takes the
+/// next connection straight from the queue, and an idle one is woken with a
+/// single futex wake, sparing the pool's shared channel (whose receiver lock
+/// wakes a second idle worker on every job) per request.
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
     /// Ready connections, oldest first.
     queue: VecDeque<Connection>,
-    /// Pool jobs draining the queue now.
+    /// Pool jobs draining the queue now, busy or waiting.
     draining: usize,
+    /// Of those, the ones waiting for work.
+    idle: usize,
 }
+
+/// How long a drainer job waits for work before giving its thread back to
+/// the pool.
+pub const DRAINER_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Everything a connection's journey needs, shared by the accept loop, the
 /// room, the workers and the lane.
@@ -160,6 +170,8 @@ pub struct Core<H: Handler> {
     pub ready: Mutex<ReadyQueue>,
     /// Pool jobs that may drain the ready queue at once (the pool's size).
     pub workers: usize,
+    /// Signalled when a connection is queued for a waiting drainer.
+    pub work_arrived: Condvar,
     /// Deadlines and line limit given to every connection.
     pub limits: crate::conn::Limits,
     /// Liveness marks for the watchdog.
@@ -184,12 +196,56 @@ impl<H: Handler> Core<H> {
             conn.expect_proxy_header();
         }
         match self.poll_input(&mut conn, true) {
-            Input::Ready => Arc::clone(self).dispatch(conn),
+            Input::Ready => self.enqueue(conn, false),
             Input::Wait if self.stopping() => {
                 self.metrics.closed_at_stop.inc();
             }
             Input::Wait => self.room.park(conn, Park::Read),
             Input::Closed => {}
+        }
+    }
+
+    /// Queues a ready connection for a worker; with `wake`, wakes workers
+    /// if the queue needs more (see [`Core::wake_workers`]), else leaves
+    /// that to a later call (the accept loop batches the connections it
+    /// finds waiting).
+    pub fn enqueue(self: &Arc<Self>, conn: Connection, wake: bool) {
+        self.metrics.queued.inc();
+        let mut ready = self.lock_ready();
+        ready.queue.push_back(conn);
+        if wake {
+            self.post_drainers(ready);
+        }
+    }
+
+    /// Posts pool jobs to drain the ready queue if it is longer than the
+    /// jobs already draining it.
+    pub fn wake_workers(self: &Arc<Self>) {
+        let ready = self.lock_ready();
+        self.post_drainers(ready);
+    }
+
+    /// Wakes another worker only when the queue outgrows the workers
+    /// already draining it: a busy worker takes the next connection
+    /// without a wake-up of its own.
+    fn post_drainers(self: &Arc<Self>, mut ready: MutexGuard<'_, ReadyQueue>) {
+        // A waiting drainer takes the work first: one wake-up, no new job.
+        let busy = ready.draining - ready.idle;
+        let wake = ready.idle.min(ready.queue.len().saturating_sub(busy));
+        let mut posts = 0;
+        while ready.draining < self.workers && ready.queue.len() > busy + wake + posts {
+            ready.draining += 1;
+            posts += 1;
+        }
+        drop(ready);
+        // Outside the lock, so the woken drainer does not wake straight into
+        // a lock still held.
+        for _ in 0..wake {
+            self.work_arrived.notify_one();
+        }
+        for _ in 0..posts {
+            let core = Arc::clone(self);
+            self.pool.execute(move || core.drain());
         }
     }
 
@@ -199,14 +255,30 @@ impl<H: Handler> Core<H> {
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A pool job: serves ready connections until the queue is empty.
+    /// A pool job: serves ready connections from the queue. When the queue
+    /// is empty it waits for more (woken by the next [`Core::enqueue`],
+    /// one futex wake, no pool channel) for up to [`DRAINER_IDLE`], then
+    /// ends and its thread goes back to the pool. A stop ends it at once.
     fn drain(self: Arc<Self>) {
         loop {
             let conn = {
                 let mut ready = self.lock_ready();
-                match ready.queue.pop_front() {
-                    Some(conn) => conn,
-                    None => {
+                loop {
+                    if let Some(conn) = ready.queue.pop_front() {
+                        break conn;
+                    }
+                    if self.stopping() {
+                        ready.draining -= 1;
+                        return;
+                    }
+                    ready.idle += 1;
+                    let (again, waited) = self
+                        .work_arrived
+                        .wait_timeout(ready, DRAINER_IDLE)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    ready = again;
+                    ready.idle -= 1;
+                    if waited.timed_out() && ready.queue.is_empty() {
                         ready.draining -= 1;
                         return;
                     }
@@ -225,6 +297,12 @@ impl<H: Handler> Core<H> {
                     "panic" => panic_message(panic.as_ref()));
             }
         }
+    }
+
+    /// Wakes every waiting drainer, so that at a stop they see it and end.
+    pub fn wake_all_drainers(&self) {
+        let _ready = self.lock_ready();
+        self.work_arrived.notify_all();
     }
 
     /// Whether the stop ran out of time.
@@ -348,7 +426,10 @@ impl<H: Handler> Core<H> {
         let stopping = self.stopping();
         match self.poll_input(&mut conn, !stopping) {
             // Behind every connection already waiting for a worker.
-            Input::Ready => Arc::clone(self).dispatch(conn),
+            Input::Ready => {
+                conn.mark_ready(Instant::now());
+                Arc::clone(self).dispatch(conn);
+            }
             Input::Wait if stopping => self.close(conn),
             Input::Wait => self.room.park(conn, Park::Read),
             Input::Closed => {}
@@ -366,23 +447,8 @@ impl<H: Handler> Core<H> {
 }
 
 impl<H: Handler> Serve for Core<H> {
-    fn dispatch(self: Arc<Self>, mut conn: Connection) {
-        conn.mark_ready(Instant::now());
-        self.metrics.queued.inc();
-        let mut ready = self.lock_ready();
-        ready.queue.push_back(conn);
-        // Wake another worker only when the queue outgrows the workers
-        // already draining it: a busy worker takes the next connection
-        // without a wake-up of its own.
-        let post = ready.draining < self.workers && ready.queue.len() > ready.draining;
-        if post {
-            ready.draining += 1;
-        }
-        drop(ready);
-        if post {
-            let core = Arc::clone(&self);
-            self.pool.execute(move || core.drain());
-        }
+    fn dispatch(self: Arc<Self>, conn: Connection) {
+        self.enqueue(conn, true);
     }
 
     fn after_flush(self: Arc<Self>, conn: Connection, then: Then) {

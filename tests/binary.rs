@@ -325,7 +325,10 @@ fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
     let args = prime_server::config::ServerArgs::try_parse_from(exec.split_whitespace())
         .unwrap_or_else(|e| panic!("ExecStart flags do not parse: {e}"));
     assert!(args.audit_log.starts_with("/var/log/prime-server/"));
-    assert!(args.common.admin_listen.is_some_and(|a| a.ip().is_loopback()));
+    assert!(args
+        .common
+        .admin_listen
+        .is_some_and(|a| a.ip().is_loopback()));
     assert!(args.common.max_rate_per_ip.is_some());
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
