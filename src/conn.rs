@@ -10,12 +10,14 @@
 //! ([`crate::room`]) and the workers ([`crate::worker`]) share that one
 //! rule.
 //!
-//! * **Framing.** A line ends at `\n`; if the client half-closes, the
-//!   bytes it sent are the last line. At most `max_line_bytes` are kept for
-//!   one line: a longer line is reported as [`Line::TooLong`] and the
-//!   connection reads nothing more, so memory per connection is bounded by
-//!   `max_line_bytes` plus one read ([`READ_CHUNK`]) whatever the client
-//!   sends.
+//! * **Framing** ([`LineBuffer`], pure: no socket, so it is unit-tested
+//!   and fuzzed against a model, `fuzz/fuzz_targets/conn_framing.rs`). A
+//!   line ends at `\n`; if the client half-closes, the bytes it sent are
+//!   the last line. At most `max_line_bytes` are kept for one line: a
+//!   longer line is reported as [`Line::TooLong`] and the connection reads
+//!   nothing more, so the input buffer, bytes and allocation alike, never
+//!   exceeds `max_line_bytes` plus one read ([`READ_CHUNK`]) whatever the
+//!   client sends.
 //! * **Batches.** A worker takes at most its budget of lines per turn
 //!   ([`Connection::grant`]), then the connection goes back behind the
 //!   others: one pipelining client cannot keep a worker.
@@ -106,6 +108,198 @@ pub enum Fill {
     Eof,
 }
 
+/// The input side of one connection's line framing, without the socket:
+/// the bytes received and not yet taken as lines, and the arithmetic that
+/// splits them. [`Connection`] owns one and feeds it from `recv`; being
+/// pure, it is unit-tested here and fuzzed against a simple model
+/// (`fuzz/fuzz_targets/conn_framing.rs`) with any read sizes and limits.
+///
+/// The caller reads (with [`LineBuffer::read_with`]) only while
+/// [`LineBuffer::readiness`] is [`Readiness::Partial`] or
+/// [`Readiness::Empty`], as [`Connection::fill_until_ready`] does; then
+/// the buffer never holds, nor allocates, more than `max_line_bytes` plus
+/// [`READ_CHUNK`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineBuffer {
+    /// Bytes received and not yet returned as lines.
+    input: Vec<u8>,
+    /// Where in `input` the newline search resumes (everything before it
+    /// is known to hold no `\n`).
+    scanned: usize,
+    /// Longest line accepted, newline not counted.
+    max_line_bytes: usize,
+    /// The client has half-closed; no more input will come.
+    eof: bool,
+    /// No further line will be returned (an over-long line ended reading).
+    stopped: bool,
+}
+
+impl LineBuffer {
+    /// An empty buffer for lines of at most `max_line_bytes`.
+    pub fn new(max_line_bytes: usize) -> LineBuffer {
+        LineBuffer {
+            input: Vec::new(),
+            scanned: 0,
+            max_line_bytes,
+            eof: false,
+            stopped: false,
+        }
+    }
+
+    /// Bytes buffered.
+    pub fn len(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.input.is_empty()
+    }
+
+    /// Bytes allocated for the buffer (for the memory bound).
+    pub fn capacity(&self) -> usize {
+        self.input.capacity()
+    }
+
+    /// The buffered bytes (a PROXY header is parsed from them).
+    pub fn bytes(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// Whether the client has half-closed.
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Whether an over-long line ended reading for good.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether reading more could change anything: the client has not
+    /// closed and no over-long line ended reading.
+    pub fn wants_input(&self) -> bool {
+        !self.eof && !self.stopped
+    }
+
+    /// Whether no further line will ever come out: reading ended on an
+    /// over-long line, or the client closed and every line is taken.
+    pub fn at_eof(&self) -> bool {
+        self.stopped || (self.eof && self.input.is_empty())
+    }
+
+    /// Lets `read` write up to [`READ_CHUNK`] bytes after the buffered
+    /// ones (as `recv` does) and keeps the `n` it reports; `Ok(0)` means
+    /// the client closed. Returns what `read` returned.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `read` returns; nothing is added then.
+    pub fn read_with<E>(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let start = self.input.len();
+        if self.input.capacity() - start < READ_CHUNK {
+            // Grow geometrically, as Vec does, but never past one line
+            // plus one read: `Vec::reserve` alone could double a buffer of
+            // `max_line_bytes` to twice the bound.
+            let bound = self.max_line_bytes.saturating_add(READ_CHUNK);
+            let target = self
+                .input
+                .capacity()
+                .saturating_mul(2)
+                .min(bound)
+                .max(start + READ_CHUNK);
+            self.input.reserve_exact(target - start);
+        }
+        self.input.resize(start + READ_CHUNK, 0);
+        let result = read(&mut self.input[start..]);
+        let n = match &result {
+            Ok(n) => (*n).min(READ_CHUNK),
+            Err(_) => 0,
+        };
+        self.input.truncate(start + n);
+        if matches!(result, Ok(0)) {
+            self.eof = true;
+        }
+        result
+    }
+
+    /// Drops the first `n` buffered bytes (a PROXY header).
+    pub fn consume(&mut self, n: usize) {
+        self.input.drain(..n.min(self.input.len()));
+        self.scanned = 0;
+    }
+
+    /// Where the input stands (never [`Readiness::Rejected`]: that is
+    /// the PROXY header's, decided by [`Connection::readiness`]).
+    pub fn readiness(&mut self) -> Readiness {
+        if self.stopped {
+            return Readiness::Closed;
+        }
+        if self.has_line() {
+            return Readiness::Line;
+        }
+        match (self.input.is_empty(), self.eof) {
+            (true, true) => Readiness::Closed,
+            (true, false) => Readiness::Empty,
+            (false, true) => Readiness::Line,
+            (false, false) => Readiness::Partial,
+        }
+    }
+
+    /// Whether a complete (or over-long) line is buffered; remembers how
+    /// far it searched.
+    fn has_line(&mut self) -> bool {
+        let limit = self.max_line_bytes;
+        let search_end = self.input.len().min(limit + 1);
+        let from = self.scanned.min(search_end);
+        if self.input[from..search_end].contains(&b'\n') {
+            return true;
+        }
+        self.scanned = search_end;
+        self.input.len() > limit
+    }
+
+    /// Splits the next complete, final or over-long line off the buffer.
+    pub fn split_line(&mut self) -> Option<Line> {
+        if self.stopped {
+            return None;
+        }
+        let limit = self.max_line_bytes;
+        let search_end = self.input.len().min(limit + 1);
+        let from = self.scanned.min(search_end);
+        let line = if let Some(offset) = self.input[from..search_end]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            let mut line: Vec<u8> = self.input.drain(..=from + offset).collect();
+            line.pop();
+            Line::Complete(line)
+        } else if self.input.len() > limit {
+            self.input.truncate(limit + 1);
+            // The rest of the line is never read: stop here for good.
+            self.stopped = true;
+            Line::TooLong(std::mem::take(&mut self.input))
+        } else if self.eof && !self.input.is_empty() {
+            Line::Complete(std::mem::take(&mut self.input))
+        } else {
+            self.scanned = search_end;
+            return None;
+        };
+        self.scanned = 0;
+        Some(line)
+    }
+
+    /// Gives back the buffer's memory when nothing is buffered.
+    pub fn shrink(&mut self) {
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
+    }
+}
+
 /// An accepted client connection and its buffers.
 pub struct Connection {
     /// The socket (left in blocking mode; every call here is non-blocking
@@ -124,18 +318,12 @@ pub struct Connection {
     /// When the buffered lines became complete (for the request-duration
     /// histogram).
     ready_since: Instant,
-    /// Bytes received and not yet returned as lines.
-    input: Vec<u8>,
-    /// Where in `input` the newline search resumes.
-    scanned: usize,
+    /// Bytes received and not yet returned as lines, and the framing.
+    input: LineBuffer,
     /// Replies not yet handed to the kernel.
     output: Vec<u8>,
     /// Bytes of `output` already sent.
     sent: usize,
-    /// The client has half-closed; no more input will come.
-    peer_eof: bool,
-    /// No further line will be returned (an over-long line ended reading).
-    stopped: bool,
     /// Some reply has been sent, so a reset on close could destroy it.
     replied: bool,
     /// `TCP_NODELAY` is set (only once a second reply could be delayed by
@@ -172,12 +360,9 @@ impl Connection {
             accepted,
             line_started: None,
             ready_since: accepted,
-            input: Vec::new(),
-            scanned: 0,
+            input: LineBuffer::new(limits.max_line_bytes),
             output: Vec::new(),
             sent: 0,
-            peer_eof: false,
-            stopped: false,
             replied: false,
             nodelay: false,
             expects_proxy_header: false,
@@ -263,7 +448,7 @@ impl Connection {
     /// Whether the connection will never yield another line: the client
     /// closed and every buffered line is taken, or a line was too long.
     pub fn at_eof(&self) -> bool {
-        self.stopped || (self.peer_eof && self.input.is_empty())
+        self.input.at_eof()
     }
 
     /// One non-blocking `recv` into the input buffer.
@@ -272,24 +457,15 @@ impl Connection {
     ///
     /// The socket failed (a reset, say).
     pub fn fill(&mut self) -> io::Result<Fill> {
-        if self.peer_eof || self.stopped {
+        if !self.input.wants_input() {
             return Ok(Fill::Eof);
         }
-        let start = self.input.len();
-        if self.input.capacity() - start < READ_CHUNK {
-            self.input.reserve(READ_CHUNK);
-        }
-        self.input.resize(start + READ_CHUNK, 0);
-        let result = recv_now(&self.stream, &mut self.input[start..], 0);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.input.truncate(start + n);
-        match result {
-            Ok(0) => {
-                self.peer_eof = true;
-                Ok(Fill::Eof)
-            }
+        let was_empty = self.input.is_empty();
+        let stream = &self.stream;
+        match self.input.read_with(|spare| recv_now(stream, spare, 0)) {
+            Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
-                if start == 0 {
+                if was_empty {
                     self.line_started = Some(Instant::now());
                 }
                 Ok(Fill::Data(n))
@@ -324,48 +500,23 @@ impl Connection {
     /// Consumes a complete PROXY header when one is expected.
     pub fn readiness(&mut self) -> Readiness {
         if self.expects_proxy_header {
-            match proxy::parse_header(&self.input) {
+            match proxy::parse_header(self.input.bytes()) {
                 Ok(Some(header)) => {
-                    self.input.drain(..header.len);
-                    self.scanned = 0;
+                    self.input.consume(header.len);
                     self.peer = header.client(self.socket_peer);
                     self.expects_proxy_header = false;
                     if self.input.is_empty() {
                         self.line_started = None;
                     }
                 }
-                Ok(None) if self.peer_eof => {
+                Ok(None) if self.input.eof() => {
                     return Readiness::Rejected(ProxyError::Incomplete);
                 }
                 Ok(None) => return Readiness::Partial,
                 Err(e) => return Readiness::Rejected(e),
             }
         }
-        if self.stopped {
-            return Readiness::Closed;
-        }
-        if self.has_line() {
-            return Readiness::Line;
-        }
-        match (self.input.is_empty(), self.peer_eof) {
-            (true, true) => Readiness::Closed,
-            (true, false) => Readiness::Empty,
-            (false, true) => Readiness::Line,
-            (false, false) => Readiness::Partial,
-        }
-    }
-
-    /// Whether a complete (or over-long) line is buffered; remembers how
-    /// far it searched.
-    fn has_line(&mut self) -> bool {
-        let limit = self.limits.max_line_bytes;
-        let search_end = self.input.len().min(limit + 1);
-        let from = self.scanned.min(search_end);
-        if self.input[from..search_end].contains(&b'\n') {
-            return true;
-        }
-        self.scanned = search_end;
-        self.input.len() > limit
+        self.input.readiness()
     }
 
     /// Allows the next `lines` calls of [`Connection::next_line`] in this
@@ -377,51 +528,22 @@ impl Connection {
     /// Takes the next buffered line, if one is complete and the turn's
     /// budget allows. Never reads.
     pub fn next_line(&mut self) -> Option<Line> {
-        if self.budget == 0 || self.stopped || self.expects_proxy_header {
+        if self.budget == 0 || self.expects_proxy_header {
             return None;
         }
-        let line = self.split_line()?;
-        self.budget -= 1;
-        self.lines_taken += 1;
-        Some(line)
-    }
-
-    /// Splits the next complete, final or over-long line off the buffer.
-    fn split_line(&mut self) -> Option<Line> {
-        let limit = self.limits.max_line_bytes;
-        let search_end = self.input.len().min(limit + 1);
-        let from = self.scanned.min(search_end);
-        let line = if let Some(offset) = self.input[from..search_end]
-            .iter()
-            .position(|&b| b == b'\n')
-        {
-            let mut line: Vec<u8> = self.input.drain(..=from + offset).collect();
-            line.pop();
-            Line::Complete(line)
-        } else if self.input.len() > limit {
-            self.input.truncate(limit + 1);
-            // The rest of the line is never read: stop here for good.
-            self.stopped = true;
-            Line::TooLong(std::mem::take(&mut self.input))
-        } else if self.peer_eof && !self.input.is_empty() {
-            Line::Complete(std::mem::take(&mut self.input))
-        } else {
-            self.scanned = search_end;
-            return None;
-        };
-        self.scanned = 0;
+        let line = self.input.split_line()?;
         // What is left is the start of the next line; its clock starts
         // now, so time spent queued for a worker is not held against it.
         self.line_started = (!self.input.is_empty()).then(Instant::now);
+        self.budget -= 1;
+        self.lines_taken += 1;
         Some(line)
     }
 
     /// Gives back the buffers' memory while the connection idles with
     /// nothing buffered, so thousands of idle connections stay cheap.
     pub fn shrink(&mut self) {
-        if self.input.is_empty() {
-            self.input = Vec::new();
-        }
+        self.input.shrink();
         if self.output.is_empty() {
             self.output = Vec::new();
         }
@@ -473,10 +595,10 @@ impl Connection {
     /// Then the caller half-closes with [`Connection::half_close`] and
     /// drains with [`Connection::drain`] before dropping the connection.
     pub fn needs_linger(&self) -> bool {
-        if !self.replied || (self.peer_eof && self.input.is_empty()) {
+        if !self.replied || (self.input.eof() && self.input.is_empty()) {
             return false;
         }
-        self.stopped || !self.input.is_empty() || self.input_pending()
+        self.input.stopped() || !self.input.is_empty() || self.input_pending()
     }
 
     /// Sends FIN: the replies are complete.
@@ -557,6 +679,199 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
+
+    /// Lets `buf` read up to one chunk of `pending`, as `recv` would from
+    /// a kernel holding those bytes; returns how many it took.
+    fn feed(buf: &mut LineBuffer, pending: &mut &[u8]) -> usize {
+        let n = buf
+            .read_with(|spare| -> Result<usize, ()> {
+                let n = spare.len().min(pending.len());
+                spare[..n].copy_from_slice(&pending[..n]);
+                Ok(n)
+            })
+            .unwrap();
+        *pending = &pending[n..];
+        n
+    }
+
+    /// The lines `stream` holds under `limit`, by the README's rules, said
+    /// as simply as possible: split at each `\n`; a line longer than the
+    /// limit is cut to `limit + 1` bytes and ends everything; at EOF the
+    /// unterminated rest is a line.
+    fn model(stream: &[u8], limit: usize, eof: bool) -> Vec<Line> {
+        let mut lines = Vec::new();
+        let mut rest = stream;
+        loop {
+            let window = &rest[..rest.len().min(limit + 1)];
+            if let Some(at) = window.iter().position(|&b| b == b'\n') {
+                lines.push(Line::Complete(rest[..at].to_vec()));
+                rest = &rest[at + 1..];
+            } else if rest.len() > limit {
+                lines.push(Line::TooLong(rest[..=limit].to_vec()));
+                return lines;
+            } else {
+                if eof && !rest.is_empty() {
+                    lines.push(Line::Complete(rest.to_vec()));
+                }
+                return lines;
+            }
+        }
+    }
+
+    /// Delivers `stream` to a buffer in reads of at most `sizes` (cycled),
+    /// reading only while no line is ready and taking every line that is,
+    /// as the waiting room and the workers do; then EOF if `eof`.
+    fn frame(stream: &[u8], limit: usize, sizes: &[usize], eof: bool) -> Vec<Line> {
+        let mut buf = LineBuffer::new(limit);
+        let mut lines = Vec::new();
+        let mut pending = stream;
+        let mut sizes = sizes.iter().cycle();
+        loop {
+            while let Some(line) = buf.split_line() {
+                lines.push(line);
+            }
+            if !buf.wants_input() {
+                return lines;
+            }
+            assert!(matches!(
+                buf.readiness(),
+                Readiness::Partial | Readiness::Empty
+            ));
+            if pending.is_empty() && !eof {
+                return lines;
+            }
+            let size = *sizes.next().unwrap();
+            let mut chunk = &pending[..pending.len().min(size)];
+            let before = chunk.len();
+            feed(&mut buf, &mut chunk);
+            pending = &pending[before - chunk.len()..];
+            assert!(buf.len() <= limit + READ_CHUNK, "{} buffered", buf.len());
+            assert!(
+                buf.capacity() <= limit + READ_CHUNK,
+                "{} allocated",
+                buf.capacity()
+            );
+        }
+    }
+
+    #[test]
+    fn framing_matches_the_model_for_every_read_size() {
+        let stream = b"17\n\n  4j \r\n123456789\n12345678\n1234567890\n5\n+7";
+        for limit in [1, 2, 8, 9, 10, 64] {
+            for size in 1..=stream.len() {
+                for eof in [false, true] {
+                    assert_eq!(
+                        frame(stream, limit, &[size, 1, 3], eof),
+                        model(stream, limit, eof),
+                        "limit {limit}, reads of {size}, eof {eof}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_bounded_by_the_limit_plus_one_read() {
+        // The README's per-connection memory bound: max-line-bytes + 4 KiB,
+        // allocation included, whatever the client sends.
+        for limit in [1, 100, READ_CHUNK - 1, READ_CHUNK, 10_000, 65_536] {
+            let flood = vec![b'7'; 1 << 20];
+            let lines = frame(&flood, limit, &[usize::MAX], false);
+            assert_eq!(
+                lines,
+                [Line::TooLong(vec![b'7'; limit + 1])],
+                "limit {limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_of_the_limit_is_complete_and_one_more_byte_is_too_long() {
+        let mut buf = LineBuffer::new(4);
+        let mut pending: &[u8] = b"1234\n12345\n";
+        feed(&mut buf, &mut pending);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"1234".to_vec())));
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::TooLong(b"12345".to_vec())));
+        assert!(buf.stopped() && buf.at_eof() && !buf.wants_input());
+        assert_eq!(buf.readiness(), Readiness::Closed);
+        assert_eq!(buf.split_line(), None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn readiness_says_where_the_input_stands() {
+        let mut buf = LineBuffer::new(8);
+        assert_eq!(buf.readiness(), Readiness::Empty);
+        assert!(!buf.at_eof() && buf.wants_input());
+        let mut pending: &[u8] = b"12";
+        feed(&mut buf, &mut pending);
+        assert_eq!(buf.readiness(), Readiness::Partial);
+        assert_eq!(buf.split_line(), None);
+        let mut pending: &[u8] = b"3\n4";
+        feed(&mut buf, &mut pending);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"123".to_vec())));
+        assert_eq!(buf.readiness(), Readiness::Partial);
+        // EOF: the rest is the last line, then nothing.
+        assert_eq!(feed(&mut buf, &mut &b""[..]), 0);
+        assert!(buf.eof() && !buf.wants_input() && !buf.at_eof());
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"4".to_vec())));
+        assert!(buf.at_eof());
+        assert_eq!(buf.readiness(), Readiness::Closed);
+        assert_eq!(buf.split_line(), None);
+    }
+
+    #[test]
+    fn the_newline_search_resumes_where_it_stopped() {
+        // One byte at a time: the search must still find a newline that
+        // arrives after many scans, and not miss one at the limit.
+        let limit = 5;
+        let mut buf = LineBuffer::new(limit);
+        for &b in b"12345" {
+            feed(&mut buf, &mut &[b][..]);
+            assert_eq!(buf.readiness(), Readiness::Partial);
+            assert_eq!(buf.split_line(), None);
+        }
+        feed(&mut buf, &mut &b"\n"[..]);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"12345".to_vec())));
+        // After a PROXY header is consumed the search starts over.
+        feed(&mut buf, &mut &b"ab\ncd\n"[..]);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        buf.consume(3);
+        assert_eq!(buf.bytes(), b"cd\n");
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"cd".to_vec())));
+    }
+
+    #[test]
+    fn a_failed_read_adds_nothing() {
+        let mut buf = LineBuffer::new(8);
+        feed(&mut buf, &mut &b"12"[..]);
+        let err = buf.read_with(|spare| {
+            spare.fill(b'\n');
+            Err::<usize, _>("reset")
+        });
+        assert_eq!(err, Err("reset"));
+        assert_eq!(buf.bytes(), b"12");
+        assert!(buf.wants_input());
+        assert_eq!(buf.readiness(), Readiness::Partial);
+    }
+
+    #[test]
+    fn shrink_gives_back_only_an_empty_buffer() {
+        let mut buf = LineBuffer::new(8);
+        feed(&mut buf, &mut &b"1\n2"[..]);
+        buf.shrink();
+        assert!(buf.capacity() >= 3);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"1".to_vec())));
+        buf.consume(1);
+        assert!(buf.is_empty());
+        buf.shrink();
+        assert_eq!(buf.capacity(), 0);
+    }
 
     /// A connection over loopback and the client's end of it.
     fn pair(limits: Limits) -> (Connection, TcpStream) {

@@ -39,20 +39,49 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Every option of a binary's clap definition: (long flag, env var).
+fn options(command: &clap::Command) -> Vec<(String, Option<String>)> {
+    command
+        .get_arguments()
+        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+        .map(|a| {
+            let long = a
+                .get_long()
+                .unwrap_or_else(|| panic!("{} has no --flag", a.get_id()));
+            let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+            (format!("--{long}"), env)
+        })
+        .collect()
+}
+
+/// The env var a flag must have: the binary's prefix and the flag's name,
+/// upper case with underscores (`--max-line-bytes`:
+/// `PRIME_SERVER_MAX_LINE_BYTES`).
+fn env_name(prefix: &str, flag: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        flag.trim_start_matches("--")
+            .to_uppercase()
+            .replace('-', "_")
+    )
+}
+
 #[test]
 fn help_and_version() {
+    use clap::CommandFactory;
+    // README "Running it": `--help` and `--version` do what they say;
+    // every flag is listed with its env var.
     let help = server(&["--help"]);
     assert!(help.status.success());
     let help = text(&help.stdout);
-    for flag in [
-        "--listen",
-        "--workers",
-        "--audit-log",
-        "--log-level",
-        "--request-timeout",
-        "PRIME_SERVER_LISTEN",
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}");
+    let flags = options(&prime_server::config::ServerArgs::command());
+    assert!(flags.len() >= 20, "{flags:?}");
+    for (flag, env) in &flags {
+        assert!(help.contains(flag.as_str()), "--help lacks {flag}");
+        let env = env
+            .as_deref()
+            .unwrap_or_else(|| panic!("{flag} has no env var"));
+        assert!(help.contains(env), "--help lacks {env}");
     }
     let version = server(&["--version"]);
     assert!(version.status.success());
@@ -60,6 +89,81 @@ fn help_and_version() {
         text(&version.stdout).trim(),
         format!("prime-server {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// A value every option of the servers rejects (each flag takes a number,
+/// a duration, an address, a path or a boolean; `--audit-log` and
+/// `--audit-seal` take any path, so they get one that cannot be opened).
+fn bad_value(flag: &str, scratch: &std::path::Path) -> String {
+    match flag {
+        "--audit-log" | "--audit-seal" => scratch.join("file/x").display().to_string(),
+        _ => "not-a-value/0".to_owned(),
+    }
+}
+
+#[test]
+fn every_flag_has_its_env_var_and_the_binary_reads_it() {
+    use clap::CommandFactory;
+    // README "Running it": each flag has an env var named after it. Read
+    // from the clap definitions, so a new flag without a variable, or a
+    // variable with a typo, fails here; then each variable is given to the
+    // real binary with a value it must reject, proving the binary reads
+    // that variable for that flag.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let binaries = [
+        (
+            env!("CARGO_BIN_EXE_prime-server"),
+            prime_server::config::ServerArgs::command(),
+            "PRIME_SERVER",
+        ),
+        (
+            env!("CARGO_BIN_EXE_echo-server"),
+            prime_server::config::EchoArgs::command(),
+            "PRIME_SERVER",
+        ),
+    ];
+    let mut checked = 0;
+    for (binary, command, prefix) in binaries {
+        for (flag, env) in options(&command) {
+            // echo-server's own address has its own variable.
+            let prefix = if binary.ends_with("echo-server") && flag == "--listen" {
+                "ECHO_SERVER"
+            } else {
+                prefix
+            };
+            let expected = env_name(prefix, &flag);
+            assert_eq!(env.as_deref(), Some(expected.as_str()), "{binary} {flag}");
+            let value = bad_value(&flag, dir.path());
+            // The variable under test last, so it wins over the defaults.
+            let mut child = Command::new(binary)
+                .env("PRIME_SERVER_LISTEN", "127.0.0.1:0")
+                .env("ECHO_SERVER_LISTEN", "127.0.0.1:0")
+                .env("PRIME_SERVER_AUDIT_LOG", dir.path().join("audit.log"))
+                .env(&expected, &value)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let exited = wait_until(Duration::from_secs(20), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if !exited {
+                let _ = child.kill();
+            }
+            let out = child.wait_with_output().expect("output");
+            let stderr = text(&out.stderr);
+            assert!(exited, "{binary}: {expected}={value} was ignored: {stderr}");
+            assert_ne!(out.status.code(), Some(0), "{expected}={value}: {stderr}");
+            assert!(
+                stderr.contains(&flag) || stderr.contains(&value),
+                "{binary}: {expected}={value} is not what failed: {stderr}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Every rule of the protocol page (`shared/PROTOCOL.md`), checked against a
-//! running server on 127.0.0.1:0: line framing, Python's `int()` grammar,
-//! the three replies, the audit line format and its escaping.
+//! Every rule of the README's protocol section ("The protocol", the spec)
+//! and of "The audit log", checked against a running server on
+//! 127.0.0.1:0: line framing, Python's `int()` grammar, the three replies,
+//! the audit line format and its escaping.
 
 mod support;
 
@@ -264,9 +265,9 @@ fn summary_counts_every_reply() {
 
 #[test]
 fn ipv6_loopback_works_where_available() {
-    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("skipping: this machine has no IPv6 loopback");
-        return;
+    let listener = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(listener) => listener,
+        Err(e) => return support::skip(&format!("this machine has no IPv6 loopback: {e}")),
     };
     let server = TestServer::start_on(listener, |_| {});
     assert!(server.addr.is_ipv6());
