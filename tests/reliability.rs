@@ -14,20 +14,14 @@ use prime_server::worker::{Flow, Handler};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ask, ask_line, audited_answers, capture_logger, connect, connect_sending, open_sockets,
-    parse_audit, read_to_close, under_load, wait_until, ServerProcess, TestServer, IO_TIMEOUT,
+    accept_queue, ask, ask_line, audited_answers, capture_logger, connect, connect_sending,
+    parse_audit, read_to_close, server_side_state, under_load, wait_until, ServerProcess,
+    TestServer, IO_TIMEOUT,
 };
-
-/// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
-/// a second) well inside the 4300-digit limit.
-fn heavy_prime() -> String {
-    let n = (rug::Integer::from(1) << 11213u32) - 1u32;
-    n.to_string()
-}
 
 #[test]
 fn a_trickling_client_is_cut_off_at_the_deadline() {
@@ -220,80 +214,76 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
 }
 
 #[test]
-fn heavy_numbers_do_not_starve_light_ones() {
-    let server = TestServer::start_with(|c| {
-        c.server.workers = 8;
-        c.server.heavy_threads = 1;
-    });
-    let heavy = heavy_prime();
-    let heavy_done = AtomicUsize::new(0);
-    let heavy_clients = 4;
-    std::thread::scope(|scope| {
-        for _ in 0..heavy_clients {
-            scope.spawn(|| {
-                assert_eq!(ask(server.addr, &heavy), "T\n");
-                heavy_done.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-        // Let the heavy tests start, then run light requests alongside.
-        std::thread::sleep(Duration::from_millis(100));
-        for n in 0..50u64 {
-            let expected = if prime_server::prime::is_prime_u64(n) {
-                "T\n"
-            } else {
-                "F\n"
-            };
-            assert_eq!(ask(server.addr, &n.to_string()), expected);
-        }
-        // With one big test at a time, four take several seconds; fifty
-        // light requests must not have waited behind all of them.
-        assert!(
-            heavy_done.load(Ordering::SeqCst) < heavy_clients,
-            "light requests were served only after every heavy one"
-        );
-    });
-}
-
-#[test]
-fn idle_connections_do_not_occupy_workers() {
+fn silent_clients_stay_in_the_kernel_until_they_send() {
+    // README "Limits": clients that connect and send nothing are kept in
+    // the kernel by TCP_DEFER_ACCEPT (Linux) until data arrives, so the
+    // server never even accepts them; `--no-defer-accept` turns that off.
     if !cfg!(target_os = "linux") {
-        eprintln!("skipping: TCP_DEFER_ACCEPT is Linux-only");
-        return;
+        return support::skip("TCP_DEFER_ACCEPT is Linux-only");
     }
-    // The binary reports "listening" only once TCP_DEFER_ACCEPT is set.
-    let server = ServerProcess::start(&["--workers", "1", "--request-timeout", "60s"]);
-    // These connect and send nothing. With one worker and a 60 s deadline,
-    // an honest client behind them would wait a minute if they were handed
-    // to the pool; the read timeout of `ask` (20 s) would fail the test.
-    let _idle: Vec<TcpStream> = (0..5).map(|_| connect(server.addr)).collect();
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(ask(server.addr, "17"), "T\n");
+    for (flags, silent_accepted) in [(&[][..], 0.0), (&["--no-defer-accept"][..], 5.0)] {
+        let mut args = vec!["--admin-listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let server = ServerProcess::start(&args);
+        let silent: Vec<TcpStream> = (0..5).map(|_| connect(server.addr)).collect();
+        // Once the server's kernel has each handshake, a later request is
+        // queued behind them: when it is answered, the silent ones have
+        // been accepted if they ever would be.
+        for s in &silent {
+            let me = s.local_addr().unwrap();
+            assert!(
+                wait_until(IO_TIMEOUT, || server_side_state(server.addr, me).is_some()),
+                "{flags:?}: the handshake of {me} never reached the server's kernel"
+            );
+        }
+        assert_eq!(ask(server.addr, "17"), "T\n");
+        assert_eq!(
+            server.metric("prime_server_connections_accepted_total"),
+            1.0 + silent_accepted,
+            "{flags:?}"
+        );
+    }
 }
 
 #[test]
 fn admission_caps_open_connections() {
-    let server = ServerProcess::start(&["--max-connections", "3", "--request-timeout", "20s"]);
-    let pid = server.child.id();
-    let baseline = open_sockets(pid).expect("/proc/<pid>/fd is readable on Linux");
+    // README "Limits": burst of connections: at most --max-connections are
+    // open at once; the kernel backlog holds the rest until one closes.
+    let server = ServerProcess::start(&[
+        "--max-connections",
+        "3",
+        "--request-timeout",
+        "20s",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     // Each sends a partial line, so it is accepted (data arrived) and then
     // waits in the room; past the cap, connections wait in the backlog.
     let mut held: Vec<TcpStream> = (0..20)
         .map(|_| connect_sending(server.addr, b"1"))
         .collect();
+    // Every connection is in one place or the other: three accepted and
+    // open, seventeen in the kernel's queue. Nothing moves from here until
+    // a line ends, so the counts are exact.
     assert!(
-        wait_until(Duration::from_secs(10), || open_sockets(pid)
-            == Some(baseline + 3)),
-        "the server should hold exactly 3 client sockets, holds {:?}",
-        open_sockets(pid).map(|n| n - baseline)
+        wait_until(IO_TIMEOUT, || accept_queue(server.addr) == Some(17)
+            && server.metric("prime_server_connections_accepted_total") == 3.0),
+        "accepted {}, queued in the kernel {:?}",
+        server.metric("prime_server_connections_accepted_total"),
+        accept_queue(server.addr)
     );
-    // It stays at the cap: finishing the lines lets everyone through in turn.
-    assert_eq!(open_sockets(pid), Some(baseline + 3));
+    assert_eq!(server.metric("prime_server_connections_open"), 3.0);
+    // Finishing the lines lets everyone through in turn.
     for s in &mut held {
         s.write_all(b"7\n").unwrap();
     }
     for s in &mut held {
         assert_eq!(read_to_close(s), b"T\n");
     }
+    assert_eq!(
+        server.metric("prime_server_connections_accepted_total"),
+        20.0
+    );
 }
 
 #[test]
@@ -358,7 +348,11 @@ fn accept_errors_back_off_and_service_resumes() {
 fn kill_9_never_leaves_a_reply_without_its_audit_line() {
     let mut server = ServerProcess::start(&["--workers", "8"]);
     let ((), received) = under_load(server.addr, 8, || {
-        std::thread::sleep(Duration::from_millis(400));
+        // Kill once the load is going.
+        assert!(
+            wait_until(IO_TIMEOUT, || server.audit_lines().len() >= 50),
+            "the load did not get going"
+        );
         server.signal(libc::SIGKILL);
         server.wait(Duration::from_secs(10));
     });
@@ -373,46 +367,101 @@ fn kill_9_never_leaves_a_reply_without_its_audit_line() {
 }
 
 #[test]
-fn shutdown_under_load_answers_or_refuses_every_queued_connection() {
-    let deadline = Duration::from_secs(2);
-    let mut server = ServerProcess::start(&["--workers", "2", "--request-timeout", "2s"]);
-    // Two slow clients hold both workers until their deadline.
-    let mut slow: Vec<TcpStream> = (0..2).map(|_| connect_sending(server.addr, b"1")).collect();
-    std::thread::sleep(Duration::from_millis(200));
-    // Hundreds of honest requests queue behind them.
+fn a_stop_answers_every_connection_queued_in_the_backlog() {
+    // README "Limits", Ctrl-C under load: connections the kernel had
+    // completed but not handed over are answered too. Two stalled clients
+    // fill `--max-connections 2`, so 300 honest requests wait in the
+    // kernel's backlog; at the stop the stalled ones are closed without a
+    // reply and all 300 are answered, promptly (the deadline is a minute).
+    let mut server = ServerProcess::start(&[
+        "--max-connections",
+        "2",
+        "--request-timeout",
+        "60s",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stalled: Vec<TcpStream> = (0..2).map(|_| connect_sending(server.addr, b"1")).collect();
+    assert!(wait_until(IO_TIMEOUT, || server
+        .metric("prime_server_connections_waiting")
+        == 2.0));
     let mut queued: Vec<TcpStream> = (0..300)
         .map(|_| connect_sending(server.addr, b"17\n"))
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(IO_TIMEOUT, || accept_queue(server.addr) == Some(300)),
+        "queued in the kernel: {:?}",
+        accept_queue(server.addr)
+    );
     let signalled = Instant::now();
     server.signal(libc::SIGINT);
-    let status = server.wait(deadline + Duration::from_secs(8));
+    let status = server.wait(IO_TIMEOUT);
     let stopped_after = signalled.elapsed();
     assert_eq!(status.code(), Some(0));
+    for s in &mut queued {
+        assert_eq!(read_to_close(s), b"T\n", "a queued request unanswered");
+    }
+    for s in &mut stalled {
+        assert_eq!(read_to_close(s), b"", "an unfinished line gets no reply");
+    }
+    assert_eq!(server.audit_lines().len(), 300, "one audit line per answer");
+    let stderr = server.stderr();
+    assert!(stderr.contains("served_from_backlog: 300"), "{stderr}");
+    assert!(stderr.contains("closed_at_stop: 2"), "{stderr}");
+    assert!(stopped_after < Duration::from_secs(15), "{stopped_after:?}");
+    eprintln!("shutdown with 300 in the backlog: all answered, stopped after {stopped_after:?}");
+}
+
+#[test]
+fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
+    // README "Limits", Ctrl-C under load: queued connections are answered
+    // up to 4096 (SHUTDOWN_DRAIN_LIMIT), so a flood cannot keep a stopping
+    // server busy; the rest are reset before any reply. The kernel queues
+    // at most somaxconn + 1 connections per listener: 4097 here.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    let limit = prime_server::server::SHUTDOWN_DRAIN_LIMIT;
+    if somaxconn < limit {
+        return support::skip(&format!(
+            "net.core.somaxconn is {somaxconn}: the kernel cannot queue more than {limit} connections"
+        ));
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(i32::try_from(limit).unwrap()).unwrap();
+    // One connection slot, held by a stalled client: the rest queue.
+    let server = TestServer::start_on(socket.into(), |c| {
+        c.server.max_connections = 1;
+        c.server.limits.request_timeout = Duration::from_secs(60);
+    });
+    let _stalled = connect_sending(server.addr, b"1");
+    assert!(wait_until(IO_TIMEOUT, || server.metrics.core.waiting.get() == 1));
+    let queued_count = limit + 1;
+    let mut queued: Vec<TcpStream> = (0..queued_count)
+        .map(|_| connect_sending(server.addr, b"2\n"))
+        .collect();
+    assert!(
+        wait_until(IO_TIMEOUT, || accept_queue(server.addr)
+            == Some(queued_count as u64)),
+        "queued in the kernel: {:?}",
+        accept_queue(server.addr)
+    );
+    let summary = server.stop();
     let mut answered = 0;
     for s in &mut queued {
         match read_to_close(s).as_slice() {
             b"T\n" => answered += 1,
-            b"" => {} // refused or reset before any reply: clean
-            other => panic!("reply lost halfway: {other:?}"),
+            b"" => {}
+            other => panic!("a reply lost halfway: {other:?}"),
         }
     }
-    for s in &mut slow {
-        assert_eq!(read_to_close(s), b"", "timed-out clients get no reply");
-    }
-    let audit = server.audit_lines();
-    assert_eq!(
-        audit.len(),
-        answered,
-        "every answer has exactly one audit line"
-    );
-    assert!(
-        answered > 0,
-        "queued connections were accepted but none answered"
-    );
-    eprintln!(
-        "shutdown under load: {answered}/300 queued answered, stopped after {stopped_after:?}"
-    );
+    assert_eq!(answered, limit, "answered from the backlog; {summary:?}");
+    assert_eq!(summary.connections, 1 + limit as u64);
+    assert_eq!(summary.prime, limit as u64);
 }
 
 #[test]

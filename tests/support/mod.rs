@@ -810,6 +810,17 @@ pub fn accept_queue(listener: SocketAddr) -> Option<u64> {
     (found.state == 10).then_some(u64::from(found.recv_queue))
 }
 
+/// The TCP state of the server's side of the connection `server` <-
+/// `client` (1 established, 3 SYN-received: a handshake the kernel holds
+/// back, as with `TCP_DEFER_ACCEPT`, 8 close-wait, ...), or `None` when
+/// the kernel has no such connection (not even half-open).
+pub fn server_side_state(server: SocketAddr, client: SocketAddr) -> Option<u8> {
+    // 10 (listen) is the fallback to the listener: no such connection.
+    sock_diag(server, client)
+        .map(|found| found.state)
+        .filter(|&state| state != 10)
+}
+
 /// What sock_diag says about one socket.
 struct SockInfo {
     /// The TCP state (1 established, 8 close-wait, 10 listen, ...).
