@@ -8,7 +8,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{connect, parse_audit, read_to_close, ServerProcess, TestServer};
 
 fn keep_alive_server(max_lines: u64) -> TestServer {
@@ -72,41 +72,68 @@ fn many_pipelined_lines_keep_their_order() {
 
 #[test]
 fn idle_keep_alive_connections_are_closed() {
+    // README "Keep-alive mode": the connection ends after --idle-timeout
+    // without a new line (500 ms here; the request timeout is 5 s).
     let server = keep_alive_server(u64::MAX);
     let mut stream = connect(server.addr);
     stream.write_all(b"7\n").unwrap();
-    // No more lines: after the idle timeout (500 ms) the server closes, and
-    // the reply to the first line has arrived intact.
-    assert_eq!(read_to_close(&mut stream), b"T\n");
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).unwrap();
+    let answered = Instant::now();
+    assert_eq!(&reply, b"T\n");
+    // No more lines: the server closes after the idle timeout, not before,
+    // and well before the request timeout could have done it.
+    assert_eq!(read_to_close(&mut stream), b"");
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+    assert!(idle < Duration::from_millis(2_500), "closed after {idle:?}");
     let summary = server.stop();
     assert_eq!(summary.timeouts, 0, "idling between lines is not a timeout");
 }
 
 #[test]
-fn the_request_deadline_applies_to_each_line() {
+fn the_request_deadline_applies_to_each_line_from_its_first_byte() {
+    // README "Keep-alive mode": the request deadline applies to each line,
+    // from its first byte (500 ms here), not from accept or the last reply.
     let server = TestServer::start_with(|c| {
         c.prime.keep_alive = Some(u64::MAX);
         c.server.limits.request_timeout = Duration::from_millis(500);
         c.server.limits.idle_timeout = Duration::from_secs(30);
     });
     let mut stream = connect(server.addr);
+    stream.set_nodelay(true).unwrap();
     stream.write_all(b"11\n").unwrap();
-    let mut first = [0u8; 2];
-    stream.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"T\n");
-    // Start a second line and trickle it: the deadline counts from its
-    // first byte, not from the connection's start.
-    let mut sent = 0;
-    while sent < 20 {
-        if stream.write_all(b"1").is_err() {
-            break;
-        }
-        sent += 1;
-        std::thread::sleep(Duration::from_millis(100));
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"T\n");
+    // Idle longer than the request timeout: idling is not a request.
+    std::thread::sleep(Duration::from_millis(800));
+    // A second line trickled over about 300 ms: within 500 ms of its first
+    // byte, though 1.1 s after accept and 800 ms after the last reply.
+    for byte in b"13\n" {
+        stream.write_all(std::slice::from_ref(byte)).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
     }
-    assert_eq!(read_to_close(&mut stream), b"", "no reply to the slow line");
-    assert!(sent < 20, "the slow line kept the worker past its deadline");
-    assert_eq!(server.audit_lines().len(), 1);
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        &reply, b"T\n",
+        "the second line was cut though it was in time"
+    );
+    // A third line that never ends is cut 500 ms after its first byte.
+    let mut reader = stream.try_clone().unwrap();
+    let started = Instant::now();
+    let closed = std::thread::spawn(move || (read_to_close(&mut reader), started.elapsed()));
+    let mut sent = 0;
+    while sent < 50 && stream.write_all(b"1").is_ok() && !closed.is_finished() {
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rest, after) = closed.join().unwrap();
+    assert_eq!(rest, b"", "no reply to the slow line");
+    assert!(after >= Duration::from_millis(500), "cut after {after:?}");
+    assert!(after < Duration::from_millis(2_000), "cut after {after:?}");
+    assert_eq!(server.audit_lines().len(), 2);
+    assert_eq!(server.stop().timeouts, 1);
 }
 
 #[test]
@@ -160,6 +187,35 @@ fn echo_pipelined_and_idle_timeout_and_graceful_stop() {
         stderr.contains("shutdown complete") && stderr.contains("lines: 4"),
         "{stderr}"
     );
+}
+
+#[test]
+fn echo_closes_an_over_long_or_unfinished_line_without_a_reply() {
+    // README "The echo service": a line longer than --max-line-bytes, or
+    // one that does not finish within the request timeout, closes the
+    // connection without a reply (the lines before it are echoed).
+    let server = ServerProcess::start_echo(&[
+        "--max-line-bytes",
+        "16",
+        "--request-timeout",
+        "500ms",
+        "--idle-timeout",
+        "30s",
+    ]);
+    let mut long = connect(server.addr);
+    long.write_all(b"sixteen bytes ok\nseventeen bytes x\nnever read\n")
+        .unwrap();
+    assert_eq!(read_to_close(&mut long), b"GOT:sixteen bytes ok\n");
+    let mut slow = connect(server.addr);
+    slow.write_all(b"fine\nunfinis").unwrap();
+    let started = Instant::now();
+    assert_eq!(read_to_close(&mut slow), b"GOT:fine\n");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(400),
+        "closed after {after:?}"
+    );
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
 }
 
 #[test]
