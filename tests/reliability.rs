@@ -162,6 +162,113 @@ impl Handler for Panicky {
     }
 }
 
+/// A handler that answers `ok`, except that the line `wait` first holds
+/// its worker until the test opens the gate (or 20 s pass).
+#[derive(Default)]
+struct Gate {
+    /// Whether the gate is open.
+    open: std::sync::Mutex<bool>,
+    /// Signalled when it opens.
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl Handler for Gate {
+    type Heavy = std::convert::Infallible;
+
+    fn serve(&self, conn: &mut Connection, _log: &slog::Logger) -> Flow<Self::Heavy> {
+        while let Some(Line::Complete(line)) = conn.next_line() {
+            if line == b"wait" {
+                let open = self.open.lock().unwrap();
+                let _ = self
+                    .opened
+                    .wait_timeout_while(open, IO_TIMEOUT, |open| !*open);
+            }
+            conn.queue_reply(b"ok\n");
+        }
+        Flow::Close
+    }
+
+    fn serve_heavy(
+        &self,
+        job: Self::Heavy,
+        _: &mut Connection,
+        _: &slog::Logger,
+    ) -> Flow<Self::Heavy> {
+        match job {}
+    }
+}
+
+#[test]
+fn time_queued_for_a_worker_is_not_held_against_a_client() {
+    // README "Limits", slow client: time a connection spent queued for a
+    // worker is not held against it. One worker, held by a request; a
+    // complete line queued behind it outlives its 300 ms deadline and is
+    // still answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let options = ServerOptions {
+        workers: 1,
+        limits: prime_server::conn::Limits {
+            request_timeout: Duration::from_millis(300),
+            ..prime_server::conn::Limits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let metrics = CoreMetrics::new();
+    let gate = Arc::new(Gate::default());
+    let server = {
+        let (stop, counted, gate) = (shutdown.clone(), metrics.clone(), Arc::clone(&gate));
+        std::thread::spawn(move || {
+            let log = prime_server::logging::discard();
+            serve(
+                listener,
+                &stop,
+                gate,
+                &options,
+                &counted,
+                &Health::new(),
+                &log,
+            )
+            .unwrap();
+        })
+    };
+    // Opens the gate and stops the server even if an assertion fails.
+    struct Finish<'a>(&'a Gate, &'a Shutdown);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.0.open();
+            self.1.request();
+        }
+    }
+    let finish = Finish(&gate, &shutdown);
+    let mut holder = connect_sending(addr, b"wait\n");
+    assert!(wait_until(IO_TIMEOUT, || metrics.in_service.get() == 1));
+    let mut queued = connect_sending(addr, b"x\n");
+    assert!(wait_until(IO_TIMEOUT, || metrics.queued.get() == 1));
+    // A client that connects later and stalls times out first: by then
+    // the queued line's deadline has passed too.
+    let _stalled = connect_sending(addr, b"1");
+    assert!(wait_until(IO_TIMEOUT, || metrics.timeouts.get() == 1));
+    gate.open();
+    assert_eq!(read_to_close(&mut queued), b"ok\n");
+    assert_eq!(read_to_close(&mut holder), b"ok\n");
+    assert_eq!(
+        metrics.timeouts.get(),
+        1,
+        "only the stalled client timed out"
+    );
+    drop(finish);
+    server.join().unwrap();
+}
+
 #[test]
 fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

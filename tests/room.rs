@@ -130,16 +130,19 @@ fn a_client_that_does_not_read_holds_no_worker() {
     // One worker; a client pipelines big lines to the echo service and never
     // reads the replies, so they back up. The other client is still served,
     // and the hog is cut off at the write timeout.
+    // README "Limits", slow reader: --write-timeout (2 s here, 5 s by
+    // default) bounds how long replies wait for a client to read them.
     let mut server = ServerProcess::start_echo(&["--workers", "1", "--write-timeout", "2s"]);
     let mut hog = connect(server.addr);
     let line = [b"x".repeat(60_000), b"\n".to_vec()].concat();
+    let started = std::time::Instant::now();
     let writer = std::thread::spawn(move || {
         for _ in 0..2_000 {
-            if hog.write_all(&line).is_err() {
-                return true;
+            if let Err(e) = hog.write_all(&line) {
+                return Some((e, started.elapsed()));
             }
         }
-        false
+        None
     });
     for i in 0..5 {
         let mut s = connect(server.addr);
@@ -150,7 +153,15 @@ fn a_client_that_does_not_read_holds_no_worker() {
             format!("GOT:hello {i}\n").into_bytes()
         );
     }
-    assert!(writer.join().unwrap(), "the hog should have been cut off");
+    let (error, after) = writer
+        .join()
+        .unwrap()
+        .expect("the hog should have been cut off");
+    // Cut by the server (not by the test's own write timeout), once its
+    // replies had waited the write timeout, not the default's 5 s.
+    assert!(support::closed_by_server(&error), "{error}");
+    assert!(after >= Duration::from_secs(2), "cut after {after:?}");
+    assert!(after < Duration::from_millis(4_500), "cut after {after:?}");
     server.expect_stderr("client did not read its replies in time", IO_TIMEOUT);
     server.signal(libc::SIGINT);
     assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
