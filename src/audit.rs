@@ -728,6 +728,193 @@ mod tests {
         AuditLog::open(path, policy, None, AuditMetrics::default(), &discard()).unwrap()
     }
 
+    /// A logger whose records' messages land in a list the test reads.
+    fn capture() -> (Logger, Arc<Mutex<Vec<String>>>) {
+        struct Messages(Arc<Mutex<Vec<String>>>);
+        impl slog::Drain for Messages {
+            type Ok = ();
+            type Err = slog::Never;
+            fn log(
+                &self,
+                record: &slog::Record<'_>,
+                _: &slog::OwnedKVList,
+            ) -> Result<(), slog::Never> {
+                self.0.lock().unwrap().push(record.msg().to_string());
+                Ok(())
+            }
+        }
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let log = Logger::root(Messages(Arc::clone(&messages)), slog::o!());
+        (log, messages)
+    }
+
+    /// How many captured messages start with `prefix`.
+    fn count(messages: &Mutex<Vec<String>>, prefix: &str) -> usize {
+        messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.starts_with(prefix))
+            .count()
+    }
+
+    /// `dir/audit.log` as a symbolic link to `target`, so a test can make
+    /// the log's writes or syncs fail (`/dev/full`, `/dev/null`) and then
+    /// point it at a real file and reopen.
+    fn link(dir: &Path, target: &Path) -> PathBuf {
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn sync_interval_bounds_are_inclusive() {
+        assert_eq!(
+            "interval:1ms".parse(),
+            Ok(SyncPolicy::Interval(Duration::from_millis(1)))
+        );
+        assert_eq!(
+            "interval:1h".parse(),
+            Ok(SyncPolicy::Interval(Duration::from_secs(3600)))
+        );
+        assert!("interval:999us".parse::<SyncPolicy>().is_err());
+        assert!("interval:3601s".parse::<SyncPolicy>().is_err());
+        assert_eq!(SyncPolicy::default(), SyncPolicy::None);
+        assert_eq!(SyncPolicy::None.to_string(), "none");
+        assert_eq!(SyncPolicy::Always.to_string(), "always");
+    }
+
+    #[test]
+    fn the_log_says_where_it_is_and_its_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        for policy in [
+            SyncPolicy::None,
+            SyncPolicy::Always,
+            SyncPolicy::Interval(Duration::from_millis(50)),
+        ] {
+            let log = open(&path, policy);
+            assert_eq!((log.path(), log.policy()), (path.as_path(), policy));
+            assert_eq!(log.problem(), None);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_line_per_answer_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let log = open(&path, SyncPolicy::None);
+        let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let answers = [
+            Answer {
+                verdict: Verdict::Prime,
+                phrase: "'17' is a prime number".into(),
+            },
+            Answer {
+                verdict: Verdict::NotInteger,
+                phrase: "'4j' is not an integer".into(),
+            },
+        ];
+        log.record_batch(peer, &answers).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with(" 127.0.0.1:4242 T '17' is a prime number"));
+        assert!(lines[1].ends_with(" 127.0.0.1:4242 E '4j' is not an integer"));
+        assert_eq!(
+            lines[0].split(' ').next(),
+            lines[1].split(' ').next(),
+            "one time"
+        );
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_failing_disk_refuses_appends_warns_once_and_recovers_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = link(dir.path(), Path::new("/dev/full"));
+        let (logger, messages) = capture();
+        let log = AuditLog::open(
+            &path,
+            SyncPolicy::None,
+            None,
+            AuditMetrics::default(),
+            &logger,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert!(matches!(log.append(b"x\n"), Err(AppendError::Write(_))));
+        }
+        assert_eq!(log.problem(), Some("the audit log cannot be written"));
+        assert_eq!(
+            count(&messages, "audit log write failed"),
+            1,
+            "rate-limited"
+        );
+        // Space returns: the path now names a real file.
+        let file = dir.path().join("real.log");
+        link(dir.path(), &file);
+        log.reopen().unwrap();
+        log.append(b"y\n").unwrap();
+        // (Reopening synced the old file, /dev/full, which fails: that
+        // stays the problem until a sync succeeds.)
+        assert_eq!(log.problem(), Some("the last sync of the audit log failed"));
+        log.sync().unwrap();
+        assert_eq!(log.problem(), None);
+        assert_eq!(count(&messages, "the audit log is writable again"), 1);
+        log.append(b"z\n").unwrap();
+        assert_eq!(count(&messages, "the audit log is writable again"), 1);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "y\nz\n");
+    }
+
+    #[test]
+    fn a_failed_sync_fails_closed_until_a_sync_succeeds() {
+        // /dev/null takes every write and refuses fdatasync (EINVAL).
+        let dir = tempfile::tempdir().unwrap();
+        let path = link(dir.path(), Path::new("/dev/null"));
+        let metrics = AuditMetrics::default();
+        let log =
+            AuditLog::open(&path, SyncPolicy::Always, None, metrics.clone(), &discard()).unwrap();
+        assert!(matches!(log.append(b"x\n"), Err(AppendError::Sync(_))));
+        assert!(matches!(log.append(b"y\n"), Err(AppendError::Sync(_))));
+        assert_eq!(log.problem(), Some("the last sync of the audit log failed"));
+        assert_eq!(metrics.sync_failures.get(), 2);
+        assert!(log.sync().is_err());
+        // A real file behind the path: the failed sync reopened it.
+        let file = dir.path().join("real.log");
+        link(dir.path(), &file);
+        assert!(
+            log.sync().is_err(),
+            "still the old file until an append reopens"
+        );
+        assert!(matches!(log.append(b"z\n"), Err(AppendError::Sync(_))));
+        log.append(b"w\n").unwrap();
+        assert_eq!(log.problem(), None);
+        log.sync().unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "w\n");
+    }
+
+    #[test]
+    fn close_and_drop_stop_the_background_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(
+            &dir.path().join("a.log"),
+            SyncPolicy::Interval(Duration::from_millis(1)),
+        );
+        assert_eq!(Arc::strong_count(&log.shared), 2, "the syncer holds one");
+        log.close();
+        assert_eq!(Arc::strong_count(&log.shared), 1, "close joined the syncer");
+        log.close();
+        let log = open(
+            &dir.path().join("b.log"),
+            SyncPolicy::Interval(Duration::from_millis(1)),
+        );
+        let shared = Arc::clone(&log.shared);
+        drop(log);
+        assert_eq!(Arc::strong_count(&shared), 1, "drop joined the syncer");
+    }
+
     #[test]
     fn line_format() {
         let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456);

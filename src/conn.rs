@@ -805,8 +805,10 @@ mod tests {
         let mut buf = LineBuffer::new(8);
         assert_eq!(buf.readiness(), Readiness::Empty);
         assert!(!buf.at_eof() && buf.wants_input());
+        assert!(!buf.eof() && !buf.stopped() && buf.is_empty());
         let mut pending: &[u8] = b"12";
         feed(&mut buf, &mut pending);
+        assert_eq!((buf.len(), buf.is_empty()), (2, false));
         assert_eq!(buf.readiness(), Readiness::Partial);
         assert_eq!(buf.split_line(), None);
         let mut pending: &[u8] = b"3\n4";
@@ -873,15 +875,306 @@ mod tests {
         assert_eq!(buf.capacity(), 0);
     }
 
-    /// A connection over loopback and the client's end of it.
+    /// A connection over loopback and the client's end of it (whose
+    /// reads give up after 10 s, so a broken connection fails a test
+    /// instead of hanging it).
     fn pair(limits: Limits) -> (Connection, TcpStream) {
+        pair_at(limits, Instant::now())
+    }
+
+    /// As [`pair`], accepted at `accepted`.
+    fn pair_at(limits: Limits, accepted: Instant) -> (Connection, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let (stream, peer) = listener.accept().unwrap();
-        (
-            Connection::new(stream, peer, Instant::now(), limits),
-            client,
-        )
+        (Connection::new(stream, peer, accepted, limits), client)
+    }
+
+    /// Bytes the kernel holds unread for the connection.
+    fn unread(conn: &Connection) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through a valid pointer, on a
+        // descriptor the connection keeps open.
+        let rc = unsafe { libc::ioctl(conn.raw_fd(), libc::FIONREAD, &raw mut n) };
+        assert_eq!(rc, 0);
+        usize::try_from(n).unwrap()
+    }
+
+    /// Waits (bounded) until `condition` holds.
+    fn eventually(mut condition: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < until, "condition never held");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Resets the connection from the client's side (RST, not FIN).
+    fn reset(client: TcpStream) {
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+    }
+
+    #[test]
+    fn default_limits_are_the_documented_ones() {
+        // README "Running it": 5 s request, 10 s idle, 5 s write, 65536 bytes.
+        let limits = Limits::default();
+        assert_eq!(limits.request_timeout, Duration::from_secs(5));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(10));
+        assert_eq!(limits.write_timeout, Duration::from_secs(5));
+        assert_eq!(limits.max_line_bytes, 65_536);
+    }
+
+    #[test]
+    fn a_connection_knows_its_peer_times_and_limits() {
+        let limits = Limits {
+            request_timeout: Duration::from_millis(1234),
+            max_line_bytes: 77,
+            ..Limits::default()
+        };
+        let accepted = Instant::now();
+        let (mut conn, mut client) = pair_at(limits, accepted);
+        let me = client.local_addr().unwrap();
+        assert_eq!((conn.peer(), conn.socket_peer()), (me, me));
+        assert!(conn.peer_known());
+        assert_eq!(conn.raw_fd(), conn.stream.as_raw_fd());
+        assert_eq!(conn.accepted(), accepted);
+        assert_eq!(conn.ready_since(), accepted);
+        assert_eq!(conn.limits(), &limits);
+        assert_eq!(conn.line_started(), None);
+        let before = Instant::now();
+        client.write_all(b"1\n2\n3").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        let started = conn.line_started().expect("the first byte started a line");
+        assert!(started >= before);
+        let ready = Instant::now();
+        conn.mark_ready(ready);
+        assert_eq!(conn.ready_since(), ready);
+        conn.grant(1);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"1".to_vec())));
+        // What is left is the start of the next line: its clock restarts.
+        assert!(conn.line_started().expect("a line is buffered") >= ready);
+        conn.grant(5);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"2".to_vec())));
+        assert_eq!(conn.next_line(), None);
+        assert!(conn.line_started().is_some(), "3 is buffered");
+        client.write_all(b"\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"3".to_vec())));
+        assert_eq!(conn.line_started(), None, "nothing is buffered");
+        assert_eq!(conn.lines_taken(), 3);
+        assert!(!conn.at_eof());
+        assert!(format!("{conn:?}").starts_with("Connection {"));
+    }
+
+    #[test]
+    fn claims_on_admission_and_address_last_as_long_as_the_connection() {
+        /// Sets its flag when dropped.
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        use std::sync::Arc;
+        let (mut conn, _client) = pair(Limits::default());
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        conn.hold_admission(Box::new(Flag(Arc::clone(&released))));
+        let clients = crate::clients::Clients::new(Some(1), None).expect("a cap");
+        let ip = conn.peer().ip();
+        assert!(!conn.counted_per_ip());
+        conn.hold_per_ip(clients.admit(ip).expect("the first connection"));
+        assert!(conn.counted_per_ip());
+        assert!(clients.admit(ip).is_err(), "the cap is 1 and held");
+        assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
+        drop(conn);
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            clients.admit(ip).is_ok(),
+            "the claim went with the connection"
+        );
+    }
+
+    #[test]
+    fn a_proxy_header_names_the_client_before_any_line() {
+        let (mut conn, mut client) = pair(Limits::default());
+        let me = client.local_addr().unwrap();
+        conn.expect_proxy_header();
+        assert!(!conn.peer_known());
+        conn.grant(10);
+        client
+            .write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 ")
+            .unwrap();
+        settle_to(&mut conn, &Readiness::Partial);
+        assert_eq!(conn.next_line(), None, "no line before the header");
+        client.write_all(b"1234 80\r\n").unwrap();
+        settle_to(&mut conn, &Readiness::Empty);
+        assert!(conn.peer_known());
+        assert_eq!(conn.peer(), "192.0.2.1:1234".parse().unwrap());
+        assert_eq!(conn.socket_peer(), me);
+        assert_eq!(conn.line_started(), None, "the header is not a line");
+        client.write_all(b"17\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"17".to_vec())));
+    }
+
+    #[test]
+    fn a_bad_or_unfinished_proxy_header_is_rejected() {
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.expect_proxy_header();
+        client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        assert!(matches!(settle(&mut conn), Readiness::Rejected(_)));
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.expect_proxy_header();
+        client.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(
+            settle(&mut conn),
+            Readiness::Rejected(ProxyError::Incomplete)
+        );
+    }
+
+    #[test]
+    fn a_reset_is_an_error_not_data_or_a_pause() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1").unwrap();
+        settle_to(&mut conn, &Readiness::Partial);
+        reset(client);
+        let until = Instant::now() + Duration::from_secs(10);
+        let error = loop {
+            match conn.fill() {
+                Err(e) => break e,
+                Ok(Fill::WouldBlock) => assert!(Instant::now() < until, "no error"),
+                Ok(other) => panic!("a reset read as {other:?}"),
+            }
+        };
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+        conn.queue_reply(b"T\n");
+        let sent = (0..100).find_map(|_| conn.flush().err());
+        assert!(sent.is_some(), "a write to a reset connection must fail");
+        let mut drained = 0;
+        assert!(conn.drain(&mut drained), "a reset ends the drain");
+    }
+
+    #[test]
+    fn nagle_is_turned_off_only_for_a_second_reply() {
+        let (mut conn, mut client) = pair(Limits::default());
+        let nodelay = |conn: &Connection| socket2::SockRef::from(&conn.stream).nodelay().unwrap();
+        conn.queue_reply(b"T\n");
+        assert!(conn.flush().unwrap());
+        assert!(!nodelay(&conn), "a first reply needs no TCP_NODELAY");
+        assert!(conn.flush().unwrap(), "nothing to send is done");
+        assert!(!nodelay(&conn));
+        conn.queue_reply(b"F\n");
+        assert!(conn.flush().unwrap());
+        assert!(nodelay(&conn), "a second reply could wait for an ACK");
+        let mut buf = [0u8; 4];
+        std::io::Read::read_exact(&mut client, &mut buf).unwrap();
+        assert_eq!(&buf, b"T\nF\n");
+    }
+
+    #[test]
+    fn shrink_gives_back_both_buffers_when_they_are_empty() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1\n2").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.queue_reply(b"T\n");
+        conn.shrink();
+        assert!(conn.input.capacity() > 0 && conn.output.capacity() > 0);
+        assert!(conn.flush().unwrap());
+        conn.grant(1);
+        assert!(conn.next_line().is_some());
+        client.write_all(b"\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(1);
+        assert!(conn.next_line().is_some());
+        conn.shrink();
+        assert_eq!((conn.input.capacity(), conn.output.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn a_close_lingers_only_when_a_reset_could_destroy_a_reply() {
+        // Nothing sent yet: never.
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1\n2\n").unwrap();
+        eventually(|| unread(&conn) == 4);
+        assert!(!conn.needs_linger(), "no reply to destroy");
+        // Replied, with input the server never read: yes.
+        conn.queue_reply(b"T\n");
+        assert!(conn.flush().unwrap());
+        assert!(conn.needs_linger(), "unread input in the kernel");
+        // Replied, with input read but not taken: yes.
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(unread(&conn), 0);
+        assert!(conn.needs_linger(), "unread input in the buffer");
+        // Replied, everything taken, the client still there: no.
+        conn.grant(2);
+        assert!(conn.next_line().is_some() && conn.next_line().is_some());
+        assert!(!conn.needs_linger());
+        // Replied, the client closed and everything taken: no.
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Closed);
+        assert!(!conn.needs_linger());
+        // Replied after an over-long line: yes, the rest was never read.
+        let limits = Limits {
+            max_line_bytes: 2,
+            ..Limits::default()
+        };
+        let (mut conn, mut client) = pair(limits);
+        client.write_all(b"123").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(1);
+        assert_eq!(conn.next_line(), Some(Line::TooLong(b"123".to_vec())));
+        assert!(conn.at_eof() && conn.input.is_empty());
+        conn.queue_reply(b"E\n");
+        assert!(conn.flush().unwrap());
+        assert!(conn.needs_linger(), "the line was cut, not read to its end");
+    }
+
+    #[test]
+    fn a_lingering_close_half_closes_and_drains_until_the_client_closes() {
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.queue_reply(b"T\n");
+        assert!(conn.flush().unwrap());
+        client.write_all(b"junk").unwrap();
+        eventually(|| unread(&conn) == 4);
+        conn.half_close();
+        let mut reply = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut reply).unwrap();
+        assert_eq!(reply, b"T\n", "the reply, then FIN");
+        let mut drained = 0;
+        assert!(!conn.drain(&mut drained), "the client has not closed");
+        assert_eq!(drained, 4);
+        drop(client);
+        eventually(|| conn.drain(&mut drained));
+        assert_eq!(drained, 4);
+    }
+
+    #[test]
+    fn a_drain_stops_after_linger_bytes() {
+        let (mut conn, mut client) = pair(Limits::default());
+        // Exactly LINGER_BYTES, the client still connected: done.
+        let flood = vec![b'x'; LINGER_BYTES];
+        let writer = std::thread::spawn(move || {
+            client.write_all(&flood).unwrap();
+            client
+        });
+        let mut drained = 0;
+        eventually(|| conn.drain(&mut drained));
+        assert_eq!(drained, LINGER_BYTES);
+        let _client = writer.join().unwrap();
+    }
+
+    /// Reads until the connection stands as `expected`, bounded (for
+    /// states `settle` would keep waiting through).
+    fn settle_to(conn: &mut Connection, expected: &Readiness) {
+        eventually(|| conn.fill_until_ready().unwrap() == *expected);
     }
 
     /// Reads until the connection is ready or closed, bounded.
@@ -979,5 +1272,11 @@ mod tests {
         }
         assert!(pending, "64 MiB fitted in loopback buffers?");
         assert!(conn.has_output());
+        assert!(conn.sent > 0, "part of it went out");
+        let unsent = conn.output.len() - conn.sent;
+        assert!(
+            format!("{conn:?}").contains(&format!("unsent: {unsent},")),
+            "{conn:?}"
+        );
     }
 }
