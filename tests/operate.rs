@@ -294,6 +294,68 @@ fn audit_sync_always_syncs_before_each_reply() {
 }
 
 #[test]
+fn the_audit_log_is_synced_at_shutdown() {
+    // README "The audit log": the file is synced at shutdown (with the
+    // default --audit-sync none nothing else syncs it).
+    if !have_tool("strace") {
+        return skip("strace is not installed (make test installs it with apt-get)");
+    }
+    let mut server = ServerProcess::start(&["--workers", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    // -y names each descriptor's file, so the audit log's calls are known.
+    let mut strace = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-s",
+            "256",
+            "-e",
+            "trace=write,fdatasync,fsync,sendto",
+            "-o",
+        ])
+        .arg(&trace)
+        .args(["-p", &server.child.id().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            let _ = try_ask(server.addr, "2");
+            std::fs::read_to_string(&trace).is_ok_and(|t| t.contains("sendto("))
+        }),
+        "strace did not attach"
+    );
+    assert_eq!(ask(server.addr, "17"), "T\n");
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
+    let _ = strace.wait();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let audit = server.audit_path.display().to_string();
+    let on_audit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("<{audit}>")))
+        .collect();
+    let last_write = on_audit
+        .iter()
+        .rposition(|l| l.contains("write(") && l.contains("'17' is a prime number"))
+        .unwrap_or_else(|| panic!("no audit write for 17 in the trace:\n{text}"));
+    assert!(
+        on_audit[..last_write].iter().all(|l| !l.contains("sync(")),
+        "nothing syncs before the stop with --audit-sync none:\n{text}"
+    );
+    assert!(
+        on_audit[last_write..]
+            .iter()
+            .any(|l| (l.contains("fdatasync(") || l.contains("fsync(")) && l.ends_with("= 0")),
+        "the audit log was not synced after its last line:\n{text}"
+    );
+}
+
+#[test]
 fn a_failed_audit_sync_fails_closed_and_recovers() {
     if !have_tool("fiu-run") || !have_tool("fiu-ctrl") {
         return skip("libfiu (fiu-utils) is not installed (make test installs it with apt-get)");
