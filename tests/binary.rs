@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -365,6 +366,80 @@ fn max_line_bytes_is_the_longest_line_answered() {
     assert!(
         lines[1].ends_with("'10000000019' is not an integer: line longer than 10 bytes"),
         "{lines:?}"
+    );
+}
+
+#[test]
+fn workers_sets_the_size_of_the_pool() {
+    // README "Running it": --workers N, the worker threads.
+    let server = ServerProcess::start(&["--workers", "3"]);
+    let pid = server.child.id();
+    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/<pid>/task is readable on Linux")
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .filter(|name| name.trim() == "worker")
+        .count();
+    assert_eq!(workers, 3);
+    assert!(
+        server.stderr().contains("workers: 3"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn the_per_address_flags_cap_connections_and_rate() {
+    // README "Running it": --max-connections-per-ip N closes a client
+    // address's next connection without a reply; --max-rate-per-ip R/s
+    // paces an address's lines without losing or changing any.
+    let server =
+        ServerProcess::start(&["--max-connections-per-ip", "1", "--request-timeout", "20s"]);
+    let from = |last: u8| {
+        support::try_connect_from(std::net::IpAddr::from([127, 0, 4, last]), server.addr)
+            .expect("connect")
+    };
+    let mut held = from(1);
+    held.write_all(b"1").unwrap();
+    let mut second = from(1);
+    second.write_all(b"17\n").unwrap();
+    assert_eq!(
+        read_to_close(&mut second),
+        b"",
+        "the address holds its one connection"
+    );
+    let mut other = from(2);
+    other.write_all(b"17\n").unwrap();
+    assert_eq!(
+        read_to_close(&mut other),
+        b"T\n",
+        "another address is served"
+    );
+    held.write_all(b"3\n").unwrap();
+    assert_eq!(read_to_close(&mut held), b"T\n");
+
+    let server = ServerProcess::start(&["--keep-alive", "--max-rate-per-ip", "20/s"]);
+    let mut stream = connect(server.addr);
+    let started = std::time::Instant::now();
+    let lines: String = (0..60).map(|n| format!("{n}\n")).collect();
+    stream.write_all(lines.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let replies = read_to_close(&mut stream);
+    let elapsed = started.elapsed();
+    let expected: String = (0..60u64)
+        .map(|n| {
+            if prime_server::prime::is_prime_u64(n) {
+                "T\n"
+            } else {
+                "F\n"
+            }
+        })
+        .collect();
+    assert_eq!(String::from_utf8(replies).unwrap(), expected);
+    // A full bucket (20) at once, the other 40 at 20 a second.
+    assert!(
+        elapsed >= Duration::from_millis(1_800),
+        "not paced: {elapsed:?}"
     );
 }
 
