@@ -180,6 +180,8 @@ fn every_flag_has_its_env_var_and_the_binary_reads_it() {
 
 #[test]
 fn bad_flags_exit_2_with_clap_message() {
+    // README "Running it": exit 2 for bad flags (clap's message); --workers 0
+    // is rejected.
     for args in [
         &["--workers", "0"][..],
         &["--no-such-flag"],
@@ -194,6 +196,8 @@ fn bad_flags_exit_2_with_clap_message() {
 
 #[test]
 fn port_in_use_is_one_sentence_and_exit_1() {
+    // README "Running it", --listen: exit 1 with one sentence when the address
+    // is in use.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -216,6 +220,8 @@ fn port_in_use_is_one_sentence_and_exit_1() {
 
 #[test]
 fn unwritable_audit_log_is_one_sentence_and_exit_1() {
+    // README "Running it", --audit-log: exit 1 with one sentence when it cannot
+    // be opened.
     let dir = tempfile::tempdir().unwrap();
     // A path whose parent is a regular file can never be created.
     let blocker = dir.path().join("file");
@@ -239,6 +245,7 @@ fn unwritable_audit_log_is_one_sentence_and_exit_1() {
 
 #[test]
 fn audit_directory_is_created_and_env_vars_work() {
+    // README "The audit log": the directory is created if missing.
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("deep/er/audit.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_prime-server"))
@@ -257,6 +264,8 @@ fn audit_directory_is_created_and_env_vars_work() {
 
 #[test]
 fn sigint_with_requests_in_flight_is_graceful() {
+    // README "Stopping": Ctrl-C under load answers what it accepted, logs a
+    // summary and exits 0.
     let mut server = ServerProcess::start(&["--workers", "4"]);
     let addr = server.addr;
     let (status, received) = under_load(addr, 8, || {
@@ -466,6 +475,7 @@ fn listening_on_the_ipv6_any_address_serves_ipv6_clients() {
 
 #[test]
 fn second_signal_exits_at_once_with_130() {
+    // README "Stopping": a second signal exits at once with status 130.
     // An echo client that sends big lines and never reads its replies keeps
     // the graceful stop waiting for the write timeout (30 s here).
     let mut server = ServerProcess::start_echo(&[
@@ -512,6 +522,7 @@ fn second_signal_exits_at_once_with_130() {
 
 #[test]
 fn sigterm_is_graceful_too() {
+    // README "Stopping": SIGTERM is graceful too.
     let mut server = ServerProcess::start(&[]);
     assert_eq!(ask(server.addr, "7"), "T\n");
     server.signal(libc::SIGTERM);
@@ -521,6 +532,7 @@ fn sigterm_is_graceful_too() {
 
 #[test]
 fn client_prints_meaning_and_time() {
+    // README "The client": one connection per number, meaning and time.
     let server = ServerProcess::start(&[]);
     let addr = server.addr.to_string();
     let out = client(&["--addr", &addr, "17", "4", "4j", "-5"]);
@@ -604,6 +616,7 @@ fn client_usage_error_is_2() {
 
 #[test]
 fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
+    // README "Deployment": the systemd unit.
     use clap::Parser;
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

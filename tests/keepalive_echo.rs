@@ -20,6 +20,8 @@ fn keep_alive_server(max_lines: u64) -> TestServer {
 
 #[test]
 fn pipelined_lines_are_answered_in_order_with_one_audit_line_each() {
+    // README "Keep-alive mode": lines answered in order, each with its own
+    // audit line, pipelining allowed.
     let server = keep_alive_server(u64::MAX);
     let mut stream = connect(server.addr);
     stream
@@ -41,6 +43,7 @@ fn pipelined_lines_are_answered_in_order_with_one_audit_line_each() {
 
 #[test]
 fn many_pipelined_lines_keep_their_order() {
+    // README "Keep-alive mode": pipelined lines are answered in order.
     let server = keep_alive_server(u64::MAX);
     let stream = connect(server.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -138,6 +141,8 @@ fn the_request_deadline_applies_to_each_line_from_its_first_byte() {
 
 #[test]
 fn max_requests_per_connection_closes_after_that_many_lines() {
+    // README "Running it", --max-requests-per-conn N (the flag on the binary:
+    // client_exits_1_when_a_keep_alive_server_closes_early).
     let server = keep_alive_server(2);
     let mut stream = connect(server.addr);
     stream.write_all(b"3\n5\n7\n").unwrap();
@@ -147,6 +152,8 @@ fn max_requests_per_connection_closes_after_that_many_lines() {
 
 #[test]
 fn echo_serves_several_clients_at_once() {
+    // README "The echo service": GOT: plus each line, many clients at once, EOF
+    // ends a connection.
     let server = ServerProcess::start_echo(&["--workers", "4"]);
     // Four clients hold their connections open at the same time, each
     // interleaving lines with the others.
@@ -175,6 +182,8 @@ fn echo_serves_several_clients_at_once() {
 
 #[test]
 fn echo_pipelined_and_idle_timeout_and_graceful_stop() {
+    // README "The echo service" and --idle-timeout: closes after the idle
+    // timeout; stops gracefully on Ctrl-C.
     let mut server = ServerProcess::start_echo(&["--idle-timeout", "300ms"]);
     let mut stream = connect(server.addr);
     stream.write_all(b"a\nb\n\nc\r\n").unwrap();
@@ -220,6 +229,8 @@ fn echo_closes_an_over_long_or_unfinished_line_without_a_reply() {
 
 #[test]
 fn json_log_format_is_json_line_by_line_with_the_same_keys() {
+    // README "Terminal logs", --log-format json and --log-level debug: one JSON
+    // object per record.
     let mut server = ServerProcess::start(&["--log-format", "json", "--log-level", "debug"]);
     for line in ["17", "\x1b[31mred"] {
         assert_eq!(support::ask(server.addr, line).len(), 2);
@@ -281,6 +292,8 @@ fn client(args: &[&str], stdin: &str) -> std::process::Output {
 
 #[test]
 fn client_keep_alive_quiet_streams_stdin_in_order() {
+    // README "The client", --keep-alive --quiet, against prime-server
+    // --keep-alive.
     let server = ServerProcess::start(&["--keep-alive"]);
     let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
     let out = client(
@@ -311,6 +324,7 @@ fn client_keep_alive_quiet_streams_stdin_in_order() {
 
 #[test]
 fn client_json_output_has_input_code_meaning_micros() {
+    // README "The client", --json.
     let server = ServerProcess::start(&[]);
     let out = client(
         &[
@@ -341,6 +355,8 @@ fn client_json_output_has_input_code_meaning_micros() {
 
 #[test]
 fn client_exits_1_when_a_keep_alive_server_closes_early() {
+    // README "The client": exit 1 when the server closes early; README "Running
+    // it", --max-requests-per-conn on the binary.
     let server = ServerProcess::start(&["--keep-alive", "--max-requests-per-conn", "2"]);
     let out = client(
         &[
@@ -361,6 +377,7 @@ fn client_exits_1_when_a_keep_alive_server_closes_early() {
 
 #[test]
 fn echo_server_help_and_bad_flags() {
+    // README "The echo service": same flags, ECHO_SERVER_LISTEN.
     let help = Command::new(env!("CARGO_BIN_EXE_echo-server"))
         .arg("--help")
         .output()

@@ -25,6 +25,9 @@ use support::{
 
 #[test]
 fn a_trickling_client_is_cut_off_at_the_deadline() {
+    // README "Limits", slow client: the line must arrive whole within
+    // --request-timeout from accept; no reply, no audit line, a warn record
+    // naming the peer.
     let server = ServerProcess::start(&["--request-timeout", "1s"]);
     let mut stream = connect(server.addr);
     let client_addr = stream.local_addr().unwrap();
@@ -69,6 +72,10 @@ fn a_trickling_client_is_cut_off_at_the_deadline() {
 
 #[test]
 fn an_over_long_line_gets_e_and_the_server_stops_reading() {
+    // README "Limits", over-long line: E, an audit line with a cut marker, and
+    // the server stops reading (at most max-line-bytes + 4 KiB buffered; the
+    // exact bound is conn.rs
+    // an_endless_line_is_bounded_by_the_limit_plus_one_read).
     let server = TestServer::start_with(|c| c.server.limits.max_line_bytes = 1024);
     let mut stream = connect(server.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -110,6 +117,8 @@ fn an_over_long_line_gets_e_and_the_server_stops_reading() {
 
 #[test]
 fn the_default_line_limit_fits_the_largest_integer_with_padding() {
+    // README "Limits", over-long line: 64 KiB leaves room for a 4300-digit
+    // number with underscores and padding.
     let server = TestServer::start();
     let digits: String = std::iter::repeat_n("9_", 4299).collect::<String>() + "9";
     let line = format!("{}{}{}", " ".repeat(20_000), digits, "\t".repeat(20_000));
@@ -118,6 +127,8 @@ fn the_default_line_limit_fits_the_largest_integer_with_padding() {
 
 #[test]
 fn pipelined_junk_does_not_destroy_the_first_answer() {
+    // README "Limits", pipelined junk in default mode: the first line is
+    // answered intact (half-close, drain, close).
     let server = TestServer::start();
     let junk: Vec<u8> = b"17\n"
         .iter()
@@ -271,6 +282,8 @@ fn time_queued_for_a_worker_is_not_held_against_a_client() {
 
 #[test]
 fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
+    // README "Limits", a handler panics: caught, logged at error with the peer,
+    // the worker lives on.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
@@ -395,6 +408,8 @@ fn admission_caps_open_connections() {
 
 #[test]
 fn accept_errors_back_off_and_service_resumes() {
+    // README "Limits", accept() fails: logged at warn, retried with back-off,
+    // service resumes (RLIMIT_NOFILE=24 and a flood).
     // Room for the process's own descriptors and a few clients only.
     let limit: libc::rlim_t = 24;
     let mut server = ServerProcess::start_with(
@@ -453,6 +468,8 @@ fn accept_errors_back_off_and_service_resumes() {
 
 #[test]
 fn kill_9_never_leaves_a_reply_without_its_audit_line() {
+    // README "Limits", kill -9, and "The audit log": a reply a client received
+    // always has its audit line.
     let mut server = ServerProcess::start(&["--workers", "8"]);
     let ((), received) = under_load(server.addr, 8, || {
         // Kill once the load is going.
@@ -573,6 +590,8 @@ fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
 
 #[test]
 fn copytruncate_rotation_leaves_no_hole() {
+    // README "Limits", log rotation: copytruncate leaves no NUL-filled hole
+    // (append mode).
     let server = TestServer::start();
     for n in 0..10 {
         ask(server.addr, &n.to_string());
@@ -599,6 +618,8 @@ fn copytruncate_rotation_leaves_no_hole() {
 
 #[test]
 fn terminal_log_never_carries_raw_client_bytes() {
+    // README "Limits", log injection: every client byte in the terminal log is
+    // escaped.
     let server = ServerProcess::start(&["--log-level", "debug"]);
     let hostile: &[&[u8]] = &[
         b"\x1b]0;pwned\x07",
@@ -627,6 +648,7 @@ fn terminal_log_never_carries_raw_client_bytes() {
 
 #[test]
 fn many_clients_at_once_all_get_answers() {
+    // README "The protocol": concurrent clients each get the right answer.
     let server = TestServer::start_with(|c| c.server.workers = 4);
     let replies: HashMap<String, usize> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..16)
