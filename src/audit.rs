@@ -896,6 +896,39 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_write_that_cannot_be_undone_blocks_every_later_line() {
+        // A FIFO stands in for a file whose write is cut short: its reader
+        // takes a little and leaves, so the write stops part-way (the rest
+        // fails with EPIPE), and a FIFO cannot be truncated, so the undo
+        // fails too. Until the undo succeeds nothing more may be written
+        // after the partial line; a reopen starts clean.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let mut fifo = File::open(&reader_path).unwrap();
+            let mut some = [0u8; 100];
+            std::io::Read::read_exact(&mut fifo, &mut some).unwrap();
+        });
+        let log = open(&path, SyncPolicy::None);
+        let line = [vec![b'7'; 1 << 20], b"\n".to_vec()].concat();
+        assert!(matches!(log.append(&line), Err(AppendError::Write(_))));
+        reader.join().unwrap();
+        assert!(
+            matches!(log.append(b"next\n"), Err(AppendError::Undo(_))),
+            "a line was written after a torn one"
+        );
+        assert_eq!(log.problem(), Some("the audit log cannot be written"));
+        std::fs::remove_file(&path).unwrap();
+        log.reopen().unwrap();
+        log.append(b"clean\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "clean\n");
+    }
+
+    #[test]
     fn close_and_drop_stop_the_background_threads() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(
