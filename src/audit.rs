@@ -928,6 +928,74 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "clean\n");
     }
 
+    /// Waits (bounded) until `metrics` counts at least `n` seals.
+    fn sealed(metrics: &AuditMetrics, n: u64) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while metrics.seals.get() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        metrics.seals.get() >= n
+    }
+
+    /// A sealed log in `dir`: (log, its metrics, the verification key).
+    fn sealed_log(dir: &Path, interval: Duration) -> (AuditLog, AuditMetrics, crate::seal::Key) {
+        let state = dir.join("seal.state");
+        let key0 = crate::seal::keygen(&state).unwrap();
+        let metrics = AuditMetrics::default();
+        let options = SealOptions { state, interval };
+        let log = AuditLog::open(
+            &dir.join("audit.log"),
+            SyncPolicy::None,
+            Some(&options),
+            metrics.clone(),
+            &discard(),
+        )
+        .unwrap();
+        (log, metrics, key0)
+    }
+
+    #[test]
+    fn new_lines_are_sealed_every_interval_and_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_millis(10));
+        log.append(b"one\ntwo\n").unwrap();
+        assert!(sealed(&metrics, 1), "no seal within the interval");
+        let before_close = metrics.seals.get();
+        log.append(b"three\n").unwrap();
+        log.close();
+        assert!(
+            metrics.seals.get() > before_close,
+            "close seals the last lines"
+        );
+        let report = crate::seal::verify(&key0, &[dir.path().join("audit.log")]).unwrap();
+        assert_eq!(report.lines, 3);
+        assert!(
+            report.unsealed.is_empty() && report.late.is_empty(),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_reopen_seals_the_file_it_ends_at_once() {
+        // An interval of an hour: only the reopen can cause a seal.
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_secs(3600));
+        let path = dir.path().join("audit.log");
+        let rotated = dir.path().join("audit.log.1");
+        log.append(b"one\n").unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen().unwrap();
+        assert!(sealed(&metrics, 1), "the reopen did not seal");
+        log.append(b"two\n").unwrap();
+        log.close();
+        let report = crate::seal::verify(&key0, &[rotated, path]).unwrap();
+        assert_eq!((report.files, report.lines), (2, 2));
+        assert!(
+            report.unsealed.is_empty() && report.late.is_empty(),
+            "{report:?}"
+        );
+    }
+
     #[test]
     fn close_and_drop_stop_the_background_threads() {
         let dir = tempfile::tempdir().unwrap();
