@@ -728,9 +728,21 @@ mod tests {
         AuditLog::open(path, policy, None, AuditMetrics::default(), &discard()).unwrap()
     }
 
-    /// A logger whose records' messages land in a list the test reads.
+    /// A logger whose records land in a list the test reads, each as its
+    /// message followed by ` key=value` for each of its own fields.
     fn capture() -> (Logger, Arc<Mutex<Vec<String>>>) {
         struct Messages(Arc<Mutex<Vec<String>>>);
+        struct Fields(String);
+        impl slog::Serializer for Fields {
+            fn emit_arguments(
+                &mut self,
+                key: slog::Key,
+                value: &fmt::Arguments<'_>,
+            ) -> slog::Result {
+                self.0.push_str(&format!(" {key}={value}"));
+                Ok(())
+            }
+        }
         impl slog::Drain for Messages {
             type Ok = ();
             type Err = slog::Never;
@@ -739,7 +751,9 @@ mod tests {
                 record: &slog::Record<'_>,
                 _: &slog::OwnedKVList,
             ) -> Result<(), slog::Never> {
-                self.0.lock().unwrap().push(record.msg().to_string());
+                let mut fields = Fields(record.msg().to_string());
+                let _ = slog::KV::serialize(&record.kv(), record, &mut fields);
+                self.0.lock().unwrap().push(fields.0);
                 Ok(())
             }
         }
@@ -863,6 +877,17 @@ mod tests {
         log.sync().unwrap();
         assert_eq!(log.problem(), None);
         assert_eq!(count(&messages, "the audit log is writable again"), 1);
+        // Three failures: the first warned, the two after it are reported
+        // with the recovery.
+        assert!(
+            messages
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.starts_with("the audit log is writable again")
+                    && m.contains("failed_appends=2")),
+            "{messages:?}"
+        );
         log.append(b"z\n").unwrap();
         assert_eq!(count(&messages, "the audit log is writable again"), 1);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "y\nz\n");

@@ -928,6 +928,13 @@ mod tests {
         assert_eq!(limits.idle_timeout, Duration::from_secs(10));
         assert_eq!(limits.write_timeout, Duration::from_secs(5));
         assert_eq!(limits.max_line_bytes, 65_536);
+        // README "Limits": a lingering close drains for up to 500 ms
+        // (256 KiB); at most max-line-bytes + 4 KiB is buffered.
+        assert_eq!(
+            (LINGER, LINGER_BYTES),
+            (Duration::from_millis(500), 256 << 10)
+        );
+        assert_eq!(READ_CHUNK, 4 << 10);
     }
 
     #[test]
