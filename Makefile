@@ -63,7 +63,7 @@ fuzz: deps
 	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "make fuzz: installing cargo-fuzz with cargo install"; $(CARGO) install cargo-fuzz --locked; } \
 		|| { [ -n "$(FUZZ_OPTIONAL)" ] && echo "make fuzz: SKIPPED: cargo-fuzz is missing and could not be installed" && exit 0; exit 1; }
 	@command -v cargo-fuzz >/dev/null 2>&1 || exit 0; \
-	cd fuzz && $(CARGO) check --locked --quiet && \
+	cd fuzz && $(CARGO) metadata --locked --format-version 1 >/dev/null && \
 	for t in $(FUZZ_TARGETS); do \
 		echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
