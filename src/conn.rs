@@ -787,6 +787,13 @@ mod tests {
 
     #[test]
     fn a_line_of_the_limit_is_complete_and_one_more_byte_is_too_long() {
+        // Ready as soon as the newline is in, wherever it falls within
+        // the limit.
+        for line in [&b"\n"[..], b"1\n", b"123\n", b"1234\n"] {
+            let mut buf = LineBuffer::new(4);
+            feed(&mut buf, &mut &line[..]);
+            assert_eq!(buf.readiness(), Readiness::Line, "{line:?}");
+        }
         let mut buf = LineBuffer::new(4);
         let mut pending: &[u8] = b"1234\n12345\n";
         feed(&mut buf, &mut pending);
