@@ -1171,6 +1171,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_during_the_drain_ends_it() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"junk").unwrap();
+        reset(client);
+        // Wait (without reading) until the reset has arrived.
+        eventually(|| {
+            let mut fd = libc::pollfd {
+                fd: conn.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a zero timeout.
+            unsafe { libc::poll(&raw mut fd, 1, 0) == 1 && fd.revents & libc::POLLERR != 0 }
+        });
+        let mut drained = 0;
+        assert!(conn.drain(&mut drained), "the first read fails: done");
+    }
+
+    #[test]
     fn a_drain_stops_after_linger_bytes() {
         let (mut conn, mut client) = pair(Limits::default());
         // Exactly LINGER_BYTES, the client still connected: done.
