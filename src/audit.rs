@@ -982,9 +982,16 @@ mod tests {
     #[test]
     fn new_lines_are_sealed_every_interval_and_at_close() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_millis(10));
+        let opened = Instant::now();
+        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_millis(200));
         log.append(b"one\ntwo\n").unwrap();
         assert!(sealed(&metrics, 1), "no seal within the interval");
+        // Not sooner: the sealer waits out the interval.
+        let first = opened.elapsed();
+        assert!(
+            first >= Duration::from_millis(150),
+            "sealed after {first:?}"
+        );
         let before_close = metrics.seals.get();
         log.append(b"three\n").unwrap();
         log.close();
