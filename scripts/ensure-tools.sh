@@ -6,21 +6,40 @@
 # A missing tool is installed from Debian's packages when we can (root with
 # apt-get, as on CI and fresh machines). Otherwise a required tool stops us
 # with one sentence saying what to install, and an optional one is reported:
-# the tests that need it skip themselves and say so.
+# the tests that need it skip themselves, loudly. On CI (CI set, and not
+# "false" or "0") every tool is required: a test that skips there fails, so
+# a tool that cannot be installed must stop the run here, saying which.
 #   m4         required: the GMP that `rug` builds needs it
-#   logrotate  optional: a test runs the shipped logrotate example for real
-#   haproxy    optional: a test validates deploy/haproxy.cfg with `haproxy -c`;
+#   python3    tests/differential.rs checks the parser against Python's int()
+#              (3.11 or later, for the 4300-digit limit)
+#   logrotate  tests/operate.rs runs the shipped logrotate example for real
+#   haproxy    tests/deploy.rs validates deploy/haproxy.cfg with `haproxy -c`;
 #              tests/scale_out.rs runs it in front of three instances
-#   socat      optional: deploy/rolling-restart.sh talks to HAProxy's stats
-#              socket through it (tests/scale_out.rs runs the script)
+#   socat      deploy/rolling-restart.sh talks to HAProxy's stats socket
+#              through it (tests/scale_out.rs runs the script)
+#   strace     tests/operate.rs checks that --audit-sync always syncs before
+#              each reply, and tests/binary.rs that the log is synced at exit
+#   fiu-run, fiu-ctrl
+#              (package fiu-utils) tests/operate.rs injects fdatasync failures
 set -euo pipefail
+
+# The Debian package that provides a tool, where its name differs.
+package_of() {
+    case "$1" in
+        fiu-run | fiu-ctrl) echo fiu-utils ;;
+        python3) echo python3 ;;
+        *) echo "$1" ;;
+    esac
+}
+
+on_ci() { [ -n "${CI:-}" ] && [ "${CI}" != false ] && [ "${CI}" != 0 ]; }
 
 required=()
 optional=()
 target=required
 for arg in "$@"; do
     case "$arg" in
-        --optional) target=optional ;;
+        --optional) if on_ci; then target=required; else target=optional; fi ;;
         *) if [ "$target" = required ]; then required+=("$arg"); else optional+=("$arg"); fi ;;
     esac
 done
@@ -33,23 +52,36 @@ for tool in "${required[@]}" "${optional[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
+packages=()
+for tool in "${missing[@]}"; do
+    package=$(package_of "$tool")
+    printf '%s\n' "${packages[@]}" | grep -qx -- "$package" || packages+=("$package")
+done
+
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-tools: installing ${missing[*]} from Debian packages" >&2
+    echo "ensure-tools: installing ${packages[*]} (for ${missing[*]}) from Debian packages" >&2
     export DEBIAN_FRONTEND=noninteractive
-    if apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null; then
-        exit 0
+    if apt-get update -qq >/dev/null && apt-get install -y -qq "${packages[@]}" >/dev/null; then
+        status=0
+        for tool in "${missing[@]}"; do
+            have "$tool" || { echo "ensure-tools: package $(package_of "$tool") installed but $tool is still not found" >&2; status=1; }
+        done
+        [ $status -eq 0 ] && exit 0
+    else
+        echo "ensure-tools: apt-get could not install ${packages[*]}" >&2
     fi
-    echo "ensure-tools: apt-get could not install ${missing[*]}" >&2
 fi
 
 status=0
 for tool in "${missing[@]}"; do
     have "$tool" && continue
-    if printf '%s\n' "${required[@]}" | grep -qx "$tool"; then
-        echo "ensure-tools: $tool not found; install it (e.g. 'sudo apt-get install $tool' or 'brew install $tool'): it is needed to build GMP." >&2
+    package=$(package_of "$tool")
+    if printf '%s\n' "${required[@]}" | grep -qx -- "$tool"; then
+        if [ "$tool" = m4 ]; then why="it is needed to build GMP"; else why="CI runs every test, and the tests that need it would fail"; fi
+        echo "ensure-tools: $tool not found; install it (e.g. 'sudo apt-get install $package'): $why." >&2
         status=1
     else
-        echo "ensure-tools: $tool not found; the tests that need it will be skipped (install it with 'sudo apt-get install $tool')." >&2
+        echo "ensure-tools: $tool not found; the tests that need it will be SKIPPED (install it with 'sudo apt-get install $package')." >&2
     fi
 done
 exit $status

@@ -741,6 +741,326 @@ mod tests {
         AuditLog::open(path, policy, None, AuditMetrics::default(), &discard()).unwrap()
     }
 
+    /// A logger whose records land in a list the test reads, each as its
+    /// message followed by ` key=value` for each of its own fields.
+    fn capture() -> (Logger, Arc<Mutex<Vec<String>>>) {
+        struct Messages(Arc<Mutex<Vec<String>>>);
+        struct Fields(String);
+        impl slog::Serializer for Fields {
+            fn emit_arguments(
+                &mut self,
+                key: slog::Key,
+                value: &fmt::Arguments<'_>,
+            ) -> slog::Result {
+                self.0.push_str(&format!(" {key}={value}"));
+                Ok(())
+            }
+        }
+        impl slog::Drain for Messages {
+            type Ok = ();
+            type Err = slog::Never;
+            fn log(
+                &self,
+                record: &slog::Record<'_>,
+                _: &slog::OwnedKVList,
+            ) -> Result<(), slog::Never> {
+                let mut fields = Fields(record.msg().to_string());
+                let _ = slog::KV::serialize(&record.kv(), record, &mut fields);
+                self.0.lock().unwrap().push(fields.0);
+                Ok(())
+            }
+        }
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let log = Logger::root(Messages(Arc::clone(&messages)), slog::o!());
+        (log, messages)
+    }
+
+    /// How many captured messages start with `prefix`.
+    fn count(messages: &Mutex<Vec<String>>, prefix: &str) -> usize {
+        messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.starts_with(prefix))
+            .count()
+    }
+
+    /// `dir/audit.log` as a symbolic link to `target`, so a test can make
+    /// the log's writes or syncs fail (`/dev/full`, `/dev/null`) and then
+    /// point it at a real file and reopen.
+    fn link(dir: &Path, target: &Path) -> PathBuf {
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn sync_interval_bounds_are_inclusive() {
+        assert_eq!(
+            "interval:1ms".parse(),
+            Ok(SyncPolicy::Interval(Duration::from_millis(1)))
+        );
+        assert_eq!(
+            "interval:1h".parse(),
+            Ok(SyncPolicy::Interval(Duration::from_secs(3600)))
+        );
+        assert!("interval:999us".parse::<SyncPolicy>().is_err());
+        assert!("interval:3601s".parse::<SyncPolicy>().is_err());
+        assert_eq!(SyncPolicy::default(), SyncPolicy::None);
+        assert_eq!(SyncPolicy::None.to_string(), "none");
+        assert_eq!(SyncPolicy::Always.to_string(), "always");
+    }
+
+    #[test]
+    fn the_log_says_where_it_is_and_its_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        for policy in [
+            SyncPolicy::None,
+            SyncPolicy::Always,
+            SyncPolicy::Interval(Duration::from_millis(50)),
+        ] {
+            let log = open(&path, policy);
+            assert_eq!((log.path(), log.policy()), (path.as_path(), policy));
+            assert_eq!(log.problem(), None);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_line_per_answer_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let log = open(&path, SyncPolicy::None);
+        let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let answers = [
+            Answer {
+                verdict: Verdict::Prime,
+                phrase: "'17' is a prime number".into(),
+            },
+            Answer {
+                verdict: Verdict::NotInteger,
+                phrase: "'4j' is not an integer".into(),
+            },
+        ];
+        log.record_batch(peer, &answers).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with(" 127.0.0.1:4242 T '17' is a prime number"));
+        assert!(lines[1].ends_with(" 127.0.0.1:4242 E '4j' is not an integer"));
+        assert_eq!(
+            lines[0].split(' ').next(),
+            lines[1].split(' ').next(),
+            "one time"
+        );
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_failing_disk_refuses_appends_warns_once_and_recovers_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = link(dir.path(), Path::new("/dev/full"));
+        let (logger, messages) = capture();
+        let log = AuditLog::open(
+            &path,
+            SyncPolicy::None,
+            None,
+            AuditMetrics::default(),
+            &logger,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert!(matches!(log.append(b"x\n"), Err(AppendError::Write(_))));
+        }
+        assert_eq!(log.problem(), Some("the audit log cannot be written"));
+        assert_eq!(
+            count(&messages, "audit log write failed"),
+            1,
+            "rate-limited"
+        );
+        // Space returns: the path now names a real file.
+        let file = dir.path().join("real.log");
+        link(dir.path(), &file);
+        log.reopen().unwrap();
+        log.append(b"y\n").unwrap();
+        // (Reopening synced the old file, /dev/full, which fails: that
+        // stays the problem until a sync succeeds.)
+        assert_eq!(log.problem(), Some("the last sync of the audit log failed"));
+        log.sync().unwrap();
+        assert_eq!(log.problem(), None);
+        assert_eq!(count(&messages, "the audit log is writable again"), 1);
+        // Three failures: the first warned, the two after it are reported
+        // with the recovery.
+        assert!(
+            messages
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.starts_with("the audit log is writable again")
+                    && m.contains("failed_appends=2")),
+            "{messages:?}"
+        );
+        log.append(b"z\n").unwrap();
+        assert_eq!(count(&messages, "the audit log is writable again"), 1);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "y\nz\n");
+    }
+
+    #[test]
+    fn a_failed_sync_fails_closed_until_a_sync_succeeds() {
+        // /dev/null takes every write and refuses fdatasync (EINVAL).
+        let dir = tempfile::tempdir().unwrap();
+        let path = link(dir.path(), Path::new("/dev/null"));
+        let metrics = AuditMetrics::default();
+        let log =
+            AuditLog::open(&path, SyncPolicy::Always, None, metrics.clone(), &discard()).unwrap();
+        assert!(matches!(log.append(b"x\n"), Err(AppendError::Sync(_))));
+        assert!(matches!(log.append(b"y\n"), Err(AppendError::Sync(_))));
+        assert_eq!(log.problem(), Some("the last sync of the audit log failed"));
+        assert_eq!(metrics.sync_failures.get(), 2);
+        assert!(log.sync().is_err());
+        // A real file behind the path: the failed sync reopened it.
+        let file = dir.path().join("real.log");
+        link(dir.path(), &file);
+        assert!(
+            log.sync().is_err(),
+            "still the old file until an append reopens"
+        );
+        assert!(matches!(log.append(b"z\n"), Err(AppendError::Sync(_))));
+        log.append(b"w\n").unwrap();
+        assert_eq!(log.problem(), None);
+        log.sync().unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "w\n");
+    }
+
+    #[test]
+    fn a_torn_write_that_cannot_be_undone_blocks_every_later_line() {
+        // A FIFO stands in for a file whose write is cut short: its reader
+        // takes a little and leaves, so the write stops part-way (the rest
+        // fails with EPIPE), and a FIFO cannot be truncated, so the undo
+        // fails too. Until the undo succeeds nothing more may be written
+        // after the partial line; a reopen starts clean.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let mut fifo = File::open(&reader_path).unwrap();
+            let mut some = [0u8; 100];
+            std::io::Read::read_exact(&mut fifo, &mut some).unwrap();
+        });
+        let log = open(&path, SyncPolicy::None);
+        let line = [vec![b'7'; 1 << 20], b"\n".to_vec()].concat();
+        assert!(matches!(log.append(&line), Err(AppendError::Write(_))));
+        reader.join().unwrap();
+        assert!(
+            matches!(log.append(b"next\n"), Err(AppendError::Undo(_))),
+            "a line was written after a torn one"
+        );
+        assert_eq!(log.problem(), Some("the audit log cannot be written"));
+        std::fs::remove_file(&path).unwrap();
+        log.reopen().unwrap();
+        log.append(b"clean\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "clean\n");
+    }
+
+    /// Waits (bounded) until `metrics` counts at least `n` seals.
+    fn sealed(metrics: &AuditMetrics, n: u64) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while metrics.seals.get() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        metrics.seals.get() >= n
+    }
+
+    /// A sealed log in `dir`: (log, its metrics, the verification key).
+    fn sealed_log(dir: &Path, interval: Duration) -> (AuditLog, AuditMetrics, crate::seal::Key) {
+        let state = dir.join("seal.state");
+        let key0 = crate::seal::keygen(&state).unwrap();
+        let metrics = AuditMetrics::default();
+        let options = SealOptions { state, interval };
+        let log = AuditLog::open(
+            &dir.join("audit.log"),
+            SyncPolicy::None,
+            Some(&options),
+            metrics.clone(),
+            &discard(),
+        )
+        .unwrap();
+        (log, metrics, key0)
+    }
+
+    #[test]
+    fn new_lines_are_sealed_every_interval_and_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Instant::now();
+        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_millis(200));
+        log.append(b"one\ntwo\n").unwrap();
+        assert!(sealed(&metrics, 1), "no seal within the interval");
+        // Not sooner: the sealer waits out the interval.
+        let first = opened.elapsed();
+        assert!(
+            first >= Duration::from_millis(150),
+            "sealed after {first:?}"
+        );
+        let before_close = metrics.seals.get();
+        log.append(b"three\n").unwrap();
+        log.close();
+        assert!(
+            metrics.seals.get() > before_close,
+            "close seals the last lines"
+        );
+        let report = crate::seal::verify(&key0, &[dir.path().join("audit.log")]).unwrap();
+        assert_eq!(report.lines, 3);
+        assert!(
+            report.unsealed.is_empty() && report.late.is_empty(),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_reopen_seals_the_file_it_ends_at_once() {
+        // An interval of an hour: only the reopen can cause a seal.
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_secs(3600));
+        let path = dir.path().join("audit.log");
+        let rotated = dir.path().join("audit.log.1");
+        log.append(b"one\n").unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen().unwrap();
+        assert!(sealed(&metrics, 1), "the reopen did not seal");
+        log.append(b"two\n").unwrap();
+        log.close();
+        let report = crate::seal::verify(&key0, &[rotated, path]).unwrap();
+        assert_eq!((report.files, report.lines), (2, 2));
+        assert!(
+            report.unsealed.is_empty() && report.late.is_empty(),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn close_and_drop_stop_the_background_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(
+            &dir.path().join("a.log"),
+            SyncPolicy::Interval(Duration::from_millis(1)),
+        );
+        assert_eq!(Arc::strong_count(&log.shared), 2, "the syncer holds one");
+        log.close();
+        assert_eq!(Arc::strong_count(&log.shared), 1, "close joined the syncer");
+        log.close();
+        let log = open(
+            &dir.path().join("b.log"),
+            SyncPolicy::Interval(Duration::from_millis(1)),
+        );
+        let shared = Arc::clone(&log.shared);
+        drop(log);
+        assert_eq!(Arc::strong_count(&shared), 1, "drop joined the syncer");
+    }
+
     #[test]
     fn line_format() {
         let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456);

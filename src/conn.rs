@@ -10,12 +10,14 @@
 //! ([`crate::room`]) and the workers ([`crate::worker`]) share that one
 //! rule.
 //!
-//! * **Framing.** A line ends at `\n`; if the client half-closes, the
-//!   bytes it sent are the last line. At most `max_line_bytes` are kept for
-//!   one line: a longer line is reported as [`Line::TooLong`] and the
-//!   connection reads nothing more, so memory per connection is bounded by
-//!   `max_line_bytes` plus one read ([`READ_CHUNK`]) whatever the client
-//!   sends.
+//! * **Framing** ([`LineBuffer`], pure: no socket, so it is unit-tested
+//!   and fuzzed against a model, `fuzz/fuzz_targets/conn_framing.rs`). A
+//!   line ends at `\n`; if the client half-closes, the bytes it sent are
+//!   the last line. At most `max_line_bytes` are kept for one line: a
+//!   longer line is reported as [`Line::TooLong`] and the connection reads
+//!   nothing more, so the input buffer, bytes and allocation alike, never
+//!   exceeds `max_line_bytes` plus one read ([`READ_CHUNK`]) whatever the
+//!   client sends.
 //! * **Batches.** A worker takes at most its budget of lines per turn
 //!   ([`Connection::grant`]), then the connection goes back behind the
 //!   others: one pipelining client cannot keep a worker.
@@ -43,6 +45,13 @@ pub const LINGER: Duration = Duration::from_millis(500);
 pub const LINGER_BYTES: usize = 256 * 1024;
 /// Bytes asked of the kernel per `recv`.
 pub const READ_CHUNK: usize = 4096;
+
+thread_local! {
+    /// Where each thread's reads land before the bytes that arrived are
+    /// copied into the connection's buffer.
+    static SCRATCH: std::cell::RefCell<[u8; READ_CHUNK]> =
+        const { std::cell::RefCell::new([0; READ_CHUNK]) };
+}
 
 /// The per-connection bounds, the same for every connection of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +115,204 @@ pub enum Fill {
     Eof,
 }
 
+/// The input side of one connection's line framing, without the socket:
+/// the bytes received and not yet taken as lines, and the arithmetic that
+/// splits them. [`Connection`] owns one and feeds it from `recv`; being
+/// pure, it is unit-tested here and fuzzed against a simple model
+/// (`fuzz/fuzz_targets/conn_framing.rs`) with any read sizes and limits.
+///
+/// The caller reads (with [`LineBuffer::read_with`]) only while
+/// [`LineBuffer::readiness`] is [`Readiness::Partial`] or
+/// [`Readiness::Empty`], as [`Connection::fill_until_ready`] does; then
+/// the buffer never holds, nor allocates, more than `max_line_bytes` plus
+/// [`READ_CHUNK`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineBuffer {
+    /// Bytes received and not yet returned as lines.
+    input: Vec<u8>,
+    /// Where in `input` the newline search resumes (everything before it
+    /// is known to hold no `\n`).
+    scanned: usize,
+    /// Longest line accepted, newline not counted.
+    max_line_bytes: usize,
+    /// The client has half-closed; no more input will come.
+    eof: bool,
+    /// No further line will be returned (an over-long line ended reading).
+    stopped: bool,
+}
+
+impl LineBuffer {
+    /// An empty buffer for lines of at most `max_line_bytes`.
+    pub fn new(max_line_bytes: usize) -> LineBuffer {
+        LineBuffer {
+            input: Vec::new(),
+            scanned: 0,
+            max_line_bytes,
+            eof: false,
+            stopped: false,
+        }
+    }
+
+    /// Bytes buffered.
+    pub fn len(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.input.is_empty()
+    }
+
+    /// Bytes allocated for the buffer (for the memory bound).
+    pub fn capacity(&self) -> usize {
+        self.input.capacity()
+    }
+
+    /// The buffered bytes (a PROXY header is parsed from them).
+    pub fn bytes(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// Whether the client has half-closed.
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Whether an over-long line ended reading for good.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether reading more could change anything: the client has not
+    /// closed and no over-long line ended reading.
+    pub fn wants_input(&self) -> bool {
+        !self.eof && !self.stopped
+    }
+
+    /// Whether no further line will ever come out: reading ended on an
+    /// over-long line, or the client closed and every line is taken.
+    pub fn at_eof(&self) -> bool {
+        self.stopped || (self.eof && self.input.is_empty())
+    }
+
+    /// Lets `read` write up to [`READ_CHUNK`] bytes after the buffered
+    /// ones (as `recv` does) and keeps the `n` it reports; `Ok(0)` means
+    /// the client closed. Returns what `read` returned.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `read` returns; nothing is added then.
+    pub fn read_with<E>(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        // Read into a per-thread scratch buffer and keep only what arrived:
+        // a connection that sends `17\n` costs a few bytes, not a zeroed
+        // 4 KiB buffer (waiting connections are many, reads are per request).
+        SCRATCH.with_borrow_mut(|scratch| {
+            let result = read(&mut scratch[..]);
+            let n = match &result {
+                Ok(n) => (*n).min(READ_CHUNK),
+                Err(_) => 0,
+            };
+            if n > 0 {
+                let start = self.input.len();
+                if self.input.capacity() - start < n {
+                    // Grow geometrically, as Vec does, but never past one
+                    // line plus one read: `Vec::reserve` alone could double
+                    // a buffer of `max_line_bytes` to twice the bound.
+                    let bound = self.max_line_bytes.saturating_add(READ_CHUNK);
+                    let target = self
+                        .input
+                        .capacity()
+                        .saturating_mul(2)
+                        .min(bound)
+                        .max(start + n);
+                    self.input.reserve_exact(target - start);
+                }
+                self.input.extend_from_slice(&scratch[..n]);
+            }
+            if matches!(result, Ok(0)) {
+                self.eof = true;
+            }
+            result
+        })
+    }
+
+    /// Drops the first `n` buffered bytes (a PROXY header).
+    pub fn consume(&mut self, n: usize) {
+        self.input.drain(..n.min(self.input.len()));
+        self.scanned = 0;
+    }
+
+    /// Where the input stands (never [`Readiness::Rejected`]: that is
+    /// the PROXY header's, decided by [`Connection::readiness`]).
+    pub fn readiness(&mut self) -> Readiness {
+        if self.stopped {
+            return Readiness::Closed;
+        }
+        if self.has_line() {
+            return Readiness::Line;
+        }
+        match (self.input.is_empty(), self.eof) {
+            (true, true) => Readiness::Closed,
+            (true, false) => Readiness::Empty,
+            (false, true) => Readiness::Line,
+            (false, false) => Readiness::Partial,
+        }
+    }
+
+    /// Whether a complete (or over-long) line is buffered; remembers how
+    /// far it searched.
+    fn has_line(&mut self) -> bool {
+        let limit = self.max_line_bytes;
+        let search_end = self.input.len().min(limit + 1);
+        let from = self.scanned.min(search_end);
+        if self.input[from..search_end].contains(&b'\n') {
+            return true;
+        }
+        self.scanned = search_end;
+        self.input.len() > limit
+    }
+
+    /// Splits the next complete, final or over-long line off the buffer.
+    pub fn split_line(&mut self) -> Option<Line> {
+        if self.stopped {
+            return None;
+        }
+        let limit = self.max_line_bytes;
+        let search_end = self.input.len().min(limit + 1);
+        let from = self.scanned.min(search_end);
+        let line = if let Some(offset) = self.input[from..search_end]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            let mut line: Vec<u8> = self.input.drain(..=from + offset).collect();
+            line.pop();
+            Line::Complete(line)
+        } else if self.input.len() > limit {
+            self.input.truncate(limit + 1);
+            // The rest of the line is never read: stop here for good.
+            self.stopped = true;
+            Line::TooLong(std::mem::take(&mut self.input))
+        } else if self.eof && !self.input.is_empty() {
+            Line::Complete(std::mem::take(&mut self.input))
+        } else {
+            self.scanned = search_end;
+            return None;
+        };
+        self.scanned = 0;
+        Some(line)
+    }
+
+    /// Gives back the buffer's memory when nothing is buffered.
+    pub fn shrink(&mut self) {
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
+    }
+}
+
 /// An accepted client connection and its buffers.
 pub struct Connection {
     /// The socket (left in blocking mode; every call here is non-blocking
@@ -124,18 +331,12 @@ pub struct Connection {
     /// When the buffered lines became complete (for the request-duration
     /// histogram).
     ready_since: Instant,
-    /// Bytes received and not yet returned as lines.
-    input: Vec<u8>,
-    /// Where in `input` the newline search resumes.
-    scanned: usize,
+    /// Bytes received and not yet returned as lines, and the framing.
+    input: LineBuffer,
     /// Replies not yet handed to the kernel.
     output: Vec<u8>,
     /// Bytes of `output` already sent.
     sent: usize,
-    /// The client has half-closed; no more input will come.
-    peer_eof: bool,
-    /// No further line will be returned (an over-long line ended reading).
-    stopped: bool,
     /// Some reply has been sent, so a reset on close could destroy it.
     replied: bool,
     /// `TCP_NODELAY` is set (only once a second reply could be delayed by
@@ -172,12 +373,9 @@ impl Connection {
             accepted,
             line_started: None,
             ready_since: accepted,
-            input: Vec::new(),
-            scanned: 0,
+            input: LineBuffer::new(limits.max_line_bytes),
             output: Vec::new(),
             sent: 0,
-            peer_eof: false,
-            stopped: false,
             replied: false,
             nodelay: false,
             expects_proxy_header: false,
@@ -235,10 +433,11 @@ impl Connection {
         self.accepted
     }
 
-    /// When the first byte of the line being received arrived, if it
-    /// arrived by a read since the last line was taken. Part of a line can
-    /// be buffered with no time known (it came with the lines a worker just
-    /// took): see [`Connection::has_partial_line`].
+    /// When the first byte of the line being received arrived, if it came
+    /// by a read after a line was taken (the first line's clock is
+    /// [`Connection::accepted`]). Part of a line can be buffered with no time
+    /// known (it came with the lines a worker just took): see
+    /// [`Connection::has_partial_line`].
     pub fn line_started(&self) -> Option<Instant> {
         self.line_started
     }
@@ -271,7 +470,7 @@ impl Connection {
     /// Whether the connection will never yield another line: the client
     /// closed and every buffered line is taken, or a line was too long.
     pub fn at_eof(&self) -> bool {
-        self.stopped || (self.peer_eof && self.input.is_empty())
+        self.input.at_eof()
     }
 
     /// One non-blocking `recv` into the input buffer.
@@ -280,24 +479,17 @@ impl Connection {
     ///
     /// The socket failed (a reset, say).
     pub fn fill(&mut self) -> io::Result<Fill> {
-        if self.peer_eof || self.stopped {
+        if !self.input.wants_input() {
             return Ok(Fill::Eof);
         }
-        let start = self.input.len();
-        // Read on the stack and keep only what arrived: a connection that
-        // sends `17\n` costs a 3-byte buffer, not a zeroed 4 KiB one.
-        let mut chunk = [0u8; READ_CHUNK];
-        let result = recv_now(&self.stream, &mut chunk, 0);
-        if let Ok(n) = result {
-            self.input.extend_from_slice(&chunk[..n]);
-        }
-        match result {
-            Ok(0) => {
-                self.peer_eof = true;
-                Ok(Fill::Eof)
-            }
+        let was_empty = self.input.is_empty();
+        let stream = &self.stream;
+        match self.input.read_with(|spare| recv_now(stream, spare, 0)) {
+            Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
-                if start == 0 {
+                // The first line's deadline counts from accept: no clock
+                // read for it.
+                if was_empty && self.lines_taken > 0 {
                     self.line_started = Some(Instant::now());
                 }
                 Ok(Fill::Data(n))
@@ -332,48 +524,23 @@ impl Connection {
     /// Consumes a complete PROXY header when one is expected.
     pub fn readiness(&mut self) -> Readiness {
         if self.expects_proxy_header {
-            match proxy::parse_header(&self.input) {
+            match proxy::parse_header(self.input.bytes()) {
                 Ok(Some(header)) => {
-                    self.input.drain(..header.len);
-                    self.scanned = 0;
+                    self.input.consume(header.len);
                     self.peer = header.client(self.socket_peer);
                     self.expects_proxy_header = false;
                     if self.input.is_empty() {
                         self.line_started = None;
                     }
                 }
-                Ok(None) if self.peer_eof => {
+                Ok(None) if self.input.eof() => {
                     return Readiness::Rejected(ProxyError::Incomplete);
                 }
                 Ok(None) => return Readiness::Partial,
                 Err(e) => return Readiness::Rejected(e),
             }
         }
-        if self.stopped {
-            return Readiness::Closed;
-        }
-        if self.has_line() {
-            return Readiness::Line;
-        }
-        match (self.input.is_empty(), self.peer_eof) {
-            (true, true) => Readiness::Closed,
-            (true, false) => Readiness::Empty,
-            (false, true) => Readiness::Line,
-            (false, false) => Readiness::Partial,
-        }
-    }
-
-    /// Whether a complete (or over-long) line is buffered; remembers how
-    /// far it searched.
-    fn has_line(&mut self) -> bool {
-        let limit = self.limits.max_line_bytes;
-        let search_end = self.input.len().min(limit + 1);
-        let from = self.scanned.min(search_end);
-        if self.input[from..search_end].contains(&b'\n') {
-            return true;
-        }
-        self.scanned = search_end;
-        self.input.len() > limit
+        self.input.readiness()
     }
 
     /// Allows the next `lines` calls of [`Connection::next_line`] in this
@@ -385,52 +552,23 @@ impl Connection {
     /// Takes the next buffered line, if one is complete and the turn's
     /// budget allows. Never reads.
     pub fn next_line(&mut self) -> Option<Line> {
-        if self.budget == 0 || self.stopped || self.expects_proxy_header {
+        if self.budget == 0 || self.expects_proxy_header {
             return None;
         }
-        let line = self.split_line()?;
-        self.budget -= 1;
-        self.lines_taken += 1;
-        Some(line)
-    }
-
-    /// Splits the next complete, final or over-long line off the buffer.
-    fn split_line(&mut self) -> Option<Line> {
-        let limit = self.limits.max_line_bytes;
-        let search_end = self.input.len().min(limit + 1);
-        let from = self.scanned.min(search_end);
-        let line = if let Some(offset) = self.input[from..search_end]
-            .iter()
-            .position(|&b| b == b'\n')
-        {
-            let mut line: Vec<u8> = self.input.drain(..=from + offset).collect();
-            line.pop();
-            Line::Complete(line)
-        } else if self.input.len() > limit {
-            self.input.truncate(limit + 1);
-            // The rest of the line is never read: stop here for good.
-            self.stopped = true;
-            Line::TooLong(std::mem::take(&mut self.input))
-        } else if self.peer_eof && !self.input.is_empty() {
-            Line::Complete(std::mem::take(&mut self.input))
-        } else {
-            self.scanned = search_end;
-            return None;
-        };
-        self.scanned = 0;
+        let line = self.input.split_line()?;
         // What is left is the start of the next line; its clock starts when
         // the connection next waits for the rest (see `has_partial_line`),
         // so time spent queued for a worker is not held against it.
         self.line_started = None;
+        self.budget -= 1;
+        self.lines_taken += 1;
         Some(line)
     }
 
     /// Gives back the buffers' memory while the connection idles with
     /// nothing buffered, so thousands of idle connections stay cheap.
     pub fn shrink(&mut self) {
-        if self.input.is_empty() {
-            self.input = Vec::new();
-        }
+        self.input.shrink();
         if self.output.is_empty() {
             self.output = Vec::new();
         }
@@ -482,10 +620,10 @@ impl Connection {
     /// Then the caller half-closes with [`Connection::half_close`] and
     /// drains with [`Connection::drain`] before dropping the connection.
     pub fn needs_linger(&self) -> bool {
-        if !self.replied || (self.peer_eof && self.input.is_empty()) {
+        if !self.replied || (self.input.eof() && self.input.is_empty()) {
             return false;
         }
-        self.stopped || !self.input.is_empty() || self.input_pending()
+        self.input.stopped() || !self.input.is_empty() || self.input_pending()
     }
 
     /// Sends FIN: the replies are complete.
@@ -567,15 +705,551 @@ mod tests {
     use std::io::Write;
     use std::net::TcpListener;
 
-    /// A connection over loopback and the client's end of it.
+    /// Lets `buf` read up to one chunk of `pending`, as `recv` would from
+    /// a kernel holding those bytes; returns how many it took.
+    fn feed(buf: &mut LineBuffer, pending: &mut &[u8]) -> usize {
+        let n = buf
+            .read_with(|spare| -> Result<usize, ()> {
+                let n = spare.len().min(pending.len());
+                spare[..n].copy_from_slice(&pending[..n]);
+                Ok(n)
+            })
+            .unwrap();
+        *pending = &pending[n..];
+        n
+    }
+
+    /// The lines `stream` holds under `limit`, by the README's rules, said
+    /// as simply as possible: split at each `\n`; a line longer than the
+    /// limit is cut to `limit + 1` bytes and ends everything; at EOF the
+    /// unterminated rest is a line.
+    fn model(stream: &[u8], limit: usize, eof: bool) -> Vec<Line> {
+        let mut lines = Vec::new();
+        let mut rest = stream;
+        loop {
+            let window = &rest[..rest.len().min(limit + 1)];
+            if let Some(at) = window.iter().position(|&b| b == b'\n') {
+                lines.push(Line::Complete(rest[..at].to_vec()));
+                rest = &rest[at + 1..];
+            } else if rest.len() > limit {
+                lines.push(Line::TooLong(rest[..=limit].to_vec()));
+                return lines;
+            } else {
+                if eof && !rest.is_empty() {
+                    lines.push(Line::Complete(rest.to_vec()));
+                }
+                return lines;
+            }
+        }
+    }
+
+    /// Delivers `stream` to a buffer in reads of at most `sizes` (cycled),
+    /// reading only while no line is ready and taking every line that is,
+    /// as the waiting room and the workers do; then EOF if `eof`.
+    fn frame(stream: &[u8], limit: usize, sizes: &[usize], eof: bool) -> Vec<Line> {
+        let mut buf = LineBuffer::new(limit);
+        let mut lines = Vec::new();
+        let mut pending = stream;
+        let mut sizes = sizes.iter().cycle();
+        loop {
+            while let Some(line) = buf.split_line() {
+                lines.push(line);
+            }
+            if !buf.wants_input() {
+                return lines;
+            }
+            assert!(matches!(
+                buf.readiness(),
+                Readiness::Partial | Readiness::Empty
+            ));
+            if pending.is_empty() && !eof {
+                return lines;
+            }
+            let size = *sizes.next().unwrap();
+            let mut chunk = &pending[..pending.len().min(size)];
+            let before = chunk.len();
+            feed(&mut buf, &mut chunk);
+            pending = &pending[before - chunk.len()..];
+            assert!(buf.len() <= limit + READ_CHUNK, "{} buffered", buf.len());
+            assert!(
+                buf.capacity() <= limit + READ_CHUNK,
+                "{} allocated",
+                buf.capacity()
+            );
+        }
+    }
+
+    #[test]
+    fn framing_matches_the_model_for_every_read_size() {
+        let stream = b"17\n\n  4j \r\n123456789\n12345678\n1234567890\n5\n+7";
+        for limit in [1, 2, 8, 9, 10, 64] {
+            for size in 1..=stream.len() {
+                for eof in [false, true] {
+                    assert_eq!(
+                        frame(stream, limit, &[size, 1, 3], eof),
+                        model(stream, limit, eof),
+                        "limit {limit}, reads of {size}, eof {eof}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_bounded_by_the_limit_plus_one_read() {
+        // The README's per-connection memory bound: max-line-bytes + 4 KiB,
+        // allocation included, whatever the client sends.
+        for limit in [1, 100, READ_CHUNK - 1, READ_CHUNK, 10_000, 65_536] {
+            let flood = vec![b'7'; 1 << 20];
+            let lines = frame(&flood, limit, &[usize::MAX], false);
+            assert_eq!(
+                lines,
+                [Line::TooLong(vec![b'7'; limit + 1])],
+                "limit {limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_of_the_limit_is_complete_and_one_more_byte_is_too_long() {
+        // Ready as soon as the newline is in, wherever it falls within
+        // the limit.
+        for line in [&b"\n"[..], b"1\n", b"123\n", b"1234\n"] {
+            let mut buf = LineBuffer::new(4);
+            feed(&mut buf, &mut &line[..]);
+            assert_eq!(buf.readiness(), Readiness::Line, "{line:?}");
+        }
+        let mut buf = LineBuffer::new(4);
+        let mut pending: &[u8] = b"1234\n12345\n";
+        feed(&mut buf, &mut pending);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"1234".to_vec())));
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::TooLong(b"12345".to_vec())));
+        assert!(buf.stopped() && buf.at_eof() && !buf.wants_input());
+        assert_eq!(buf.readiness(), Readiness::Closed);
+        assert_eq!(buf.split_line(), None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn readiness_says_where_the_input_stands() {
+        let mut buf = LineBuffer::new(8);
+        assert_eq!(buf.readiness(), Readiness::Empty);
+        assert!(!buf.at_eof() && buf.wants_input());
+        assert!(!buf.eof() && !buf.stopped() && buf.is_empty());
+        let mut pending: &[u8] = b"12";
+        feed(&mut buf, &mut pending);
+        assert_eq!((buf.len(), buf.is_empty()), (2, false));
+        assert_eq!(buf.readiness(), Readiness::Partial);
+        assert_eq!(buf.split_line(), None);
+        let mut pending: &[u8] = b"3\n4";
+        feed(&mut buf, &mut pending);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"123".to_vec())));
+        assert_eq!(buf.readiness(), Readiness::Partial);
+        // EOF: the rest is the last line, then nothing.
+        assert_eq!(feed(&mut buf, &mut &b""[..]), 0);
+        assert!(buf.eof() && !buf.wants_input() && !buf.at_eof());
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"4".to_vec())));
+        assert!(buf.at_eof());
+        assert_eq!(buf.readiness(), Readiness::Closed);
+        assert_eq!(buf.split_line(), None);
+    }
+
+    #[test]
+    fn the_newline_search_resumes_where_it_stopped() {
+        // One byte at a time: the search must still find a newline that
+        // arrives after many scans, and not miss one at the limit.
+        let limit = 5;
+        let mut buf = LineBuffer::new(limit);
+        for &b in b"12345" {
+            feed(&mut buf, &mut &[b][..]);
+            assert_eq!(buf.readiness(), Readiness::Partial);
+            assert_eq!(buf.split_line(), None);
+        }
+        feed(&mut buf, &mut &b"\n"[..]);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"12345".to_vec())));
+        // After a PROXY header is consumed the search starts over.
+        feed(&mut buf, &mut &b"ab\ncd\n"[..]);
+        assert_eq!(buf.readiness(), Readiness::Line);
+        buf.consume(3);
+        assert_eq!(buf.bytes(), b"cd\n");
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"cd".to_vec())));
+    }
+
+    #[test]
+    fn a_failed_read_adds_nothing() {
+        let mut buf = LineBuffer::new(8);
+        feed(&mut buf, &mut &b"12"[..]);
+        let err = buf.read_with(|spare| {
+            spare.fill(b'\n');
+            Err::<usize, _>("reset")
+        });
+        assert_eq!(err, Err("reset"));
+        assert_eq!(buf.bytes(), b"12");
+        assert!(buf.wants_input());
+        assert_eq!(buf.readiness(), Readiness::Partial);
+    }
+
+    #[test]
+    fn shrink_gives_back_only_an_empty_buffer() {
+        let mut buf = LineBuffer::new(8);
+        feed(&mut buf, &mut &b"1\n2"[..]);
+        buf.shrink();
+        assert!(buf.capacity() >= 3);
+        assert_eq!(buf.split_line(), Some(Line::Complete(b"1".to_vec())));
+        buf.consume(1);
+        assert!(buf.is_empty());
+        buf.shrink();
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    /// A connection over loopback and the client's end of it (whose
+    /// reads give up after 10 s, so a broken connection fails a test
+    /// instead of hanging it).
     fn pair(limits: Limits) -> (Connection, TcpStream) {
+        pair_at(limits, Instant::now())
+    }
+
+    /// As [`pair`], accepted at `accepted`.
+    fn pair_at(limits: Limits, accepted: Instant) -> (Connection, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let (stream, peer) = listener.accept().unwrap();
-        (
-            Connection::new(stream, peer, Instant::now(), limits),
-            client,
-        )
+        (Connection::new(stream, peer, accepted, limits), client)
+    }
+
+    /// Bytes the kernel holds unread for the connection.
+    fn unread(conn: &Connection) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through a valid pointer, on a
+        // descriptor the connection keeps open.
+        let rc = unsafe { libc::ioctl(conn.raw_fd(), libc::FIONREAD, &raw mut n) };
+        assert_eq!(rc, 0);
+        usize::try_from(n).unwrap()
+    }
+
+    /// Waits (bounded) until `condition` holds.
+    fn eventually(mut condition: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < until, "condition never held");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Resets the connection from the client's side (RST, not FIN).
+    fn reset(client: TcpStream) {
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+    }
+
+    #[test]
+    fn default_limits_are_the_documented_ones() {
+        // README "Running it": 5 s request, 10 s idle, 5 s write, 65536 bytes.
+        let limits = Limits::default();
+        assert_eq!(limits.request_timeout, Duration::from_secs(5));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(10));
+        assert_eq!(limits.write_timeout, Duration::from_secs(5));
+        assert_eq!(limits.max_line_bytes, 65_536);
+        // README "Limits": a lingering close drains for up to 500 ms
+        // (256 KiB); at most max-line-bytes + 4 KiB is buffered.
+        assert_eq!(
+            (LINGER, LINGER_BYTES),
+            (Duration::from_millis(500), 256 << 10)
+        );
+        assert_eq!(READ_CHUNK, 4 << 10);
+    }
+
+    #[test]
+    fn a_connection_knows_its_peer_times_and_limits() {
+        let limits = Limits {
+            request_timeout: Duration::from_millis(1234),
+            max_line_bytes: 77,
+            ..Limits::default()
+        };
+        let accepted = Instant::now();
+        let (mut conn, mut client) = pair_at(limits, accepted);
+        let me = client.local_addr().unwrap();
+        assert_eq!((conn.peer(), conn.socket_peer()), (me, me));
+        assert!(conn.peer_known());
+        assert_eq!(conn.raw_fd(), conn.stream.as_raw_fd());
+        assert_eq!(conn.accepted(), accepted);
+        assert_eq!(conn.ready_since(), accepted);
+        assert_eq!(conn.limits(), &limits);
+        assert_eq!(conn.line_started(), None);
+        client.write_all(b"1\n2\n3").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        // The first line's clock is the accept time: no clock is read.
+        assert_eq!(conn.line_started(), None);
+        let ready = Instant::now();
+        conn.mark_ready(ready);
+        assert_eq!(conn.ready_since(), ready);
+        conn.grant(1);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"1".to_vec())));
+        // What is left is the start of the next line; its clock starts when
+        // the connection next waits (the room reads "now" then).
+        assert!(conn.has_partial_line());
+        assert_eq!(conn.line_started(), None);
+        conn.grant(5);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"2".to_vec())));
+        assert_eq!(conn.next_line(), None);
+        assert!(conn.has_partial_line(), "3 is buffered");
+        client.write_all(b"\n4").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"3".to_vec())));
+        assert_eq!(conn.next_line(), None);
+        assert!(conn.has_partial_line(), "4 is buffered");
+        conn.grant(5);
+        client.write_all(b"\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"4".to_vec())));
+        assert!(!conn.has_partial_line(), "nothing is buffered");
+        // A later line read from empty starts its own clock.
+        let before = Instant::now();
+        client.write_all(b"5").unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !conn.has_partial_line() && Instant::now() < until {
+            conn.fill_until_ready().unwrap();
+            std::thread::yield_now();
+        }
+        assert_eq!(conn.readiness(), Readiness::Partial);
+        assert!(conn.line_started().expect("5 started a line") >= before);
+        assert_eq!(conn.lines_taken(), 4);
+        assert!(!conn.at_eof());
+        assert!(format!("{conn:?}").starts_with("Connection {"));
+    }
+
+    #[test]
+    fn claims_on_admission_and_address_last_as_long_as_the_connection() {
+        /// Sets its flag when dropped.
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        use std::sync::Arc;
+        let (mut conn, _client) = pair(Limits::default());
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        conn.hold_admission(Box::new(Flag(Arc::clone(&released))));
+        let clients = crate::clients::Clients::new(Some(1), None).expect("a cap");
+        let ip = conn.peer().ip();
+        assert!(!conn.counted_per_ip());
+        conn.hold_per_ip(clients.admit(ip).expect("the first connection"));
+        assert!(conn.counted_per_ip());
+        assert!(clients.admit(ip).is_err(), "the cap is 1 and held");
+        assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
+        drop(conn);
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            clients.admit(ip).is_ok(),
+            "the claim went with the connection"
+        );
+    }
+
+    #[test]
+    fn a_proxy_header_names_the_client_before_any_line() {
+        let (mut conn, mut client) = pair(Limits::default());
+        let me = client.local_addr().unwrap();
+        conn.expect_proxy_header();
+        assert!(!conn.peer_known());
+        conn.grant(10);
+        client
+            .write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 ")
+            .unwrap();
+        settle_to(&mut conn, &Readiness::Partial);
+        assert_eq!(conn.next_line(), None, "no line before the header");
+        client.write_all(b"1234 80\r\n").unwrap();
+        settle_to(&mut conn, &Readiness::Empty);
+        assert!(conn.peer_known());
+        assert_eq!(conn.peer(), "192.0.2.1:1234".parse().unwrap());
+        assert_eq!(conn.socket_peer(), me);
+        assert_eq!(conn.line_started(), None, "the header is not a line");
+        client.write_all(b"17\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(conn.next_line(), Some(Line::Complete(b"17".to_vec())));
+    }
+
+    #[test]
+    fn a_bad_or_unfinished_proxy_header_is_rejected() {
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.expect_proxy_header();
+        client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        assert!(matches!(settle(&mut conn), Readiness::Rejected(_)));
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.expect_proxy_header();
+        client.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(
+            settle(&mut conn),
+            Readiness::Rejected(ProxyError::Incomplete)
+        );
+    }
+
+    #[test]
+    fn a_reset_is_an_error_not_data_or_a_pause() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1").unwrap();
+        settle_to(&mut conn, &Readiness::Partial);
+        reset(client);
+        let until = Instant::now() + Duration::from_secs(10);
+        let error = loop {
+            match conn.fill() {
+                Err(e) => break e,
+                Ok(Fill::WouldBlock) => assert!(Instant::now() < until, "no error"),
+                Ok(other) => panic!("a reset read as {other:?}"),
+            }
+        };
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+        conn.queue_reply(b"T\n");
+        let sent = (0..100).find_map(|_| conn.flush().err());
+        assert!(sent.is_some(), "a write to a reset connection must fail");
+        let mut drained = 0;
+        assert!(conn.drain(&mut drained), "a reset ends the drain");
+    }
+
+    #[test]
+    fn nagle_is_turned_off_only_for_a_second_reply() {
+        let (mut conn, mut client) = pair(Limits::default());
+        let nodelay = |conn: &Connection| socket2::SockRef::from(&conn.stream).nodelay().unwrap();
+        conn.queue_reply(b"T\n");
+        assert!(conn.flush().unwrap());
+        assert!(!nodelay(&conn), "a first reply needs no TCP_NODELAY");
+        assert!(conn.flush().unwrap(), "nothing to send is done");
+        assert!(!nodelay(&conn));
+        conn.queue_reply(b"F\n");
+        assert!(conn.flush().unwrap());
+        assert!(nodelay(&conn), "a second reply could wait for an ACK");
+        let mut buf = [0u8; 4];
+        std::io::Read::read_exact(&mut client, &mut buf).unwrap();
+        assert_eq!(&buf, b"T\nF\n");
+    }
+
+    #[test]
+    fn shrink_gives_back_both_buffers_when_they_are_empty() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1\n2").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.queue_reply(b"T\n");
+        conn.shrink();
+        assert!(conn.input.capacity() > 0 && conn.output.capacity() > 0);
+        assert!(conn.flush().unwrap());
+        conn.grant(1);
+        assert!(conn.next_line().is_some());
+        client.write_all(b"\n").unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(1);
+        assert!(conn.next_line().is_some());
+        conn.shrink();
+        assert_eq!((conn.input.capacity(), conn.output.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn a_close_lingers_only_when_a_reset_could_destroy_a_reply() {
+        // Nothing sent yet: never.
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1\n2\n").unwrap();
+        eventually(|| unread(&conn) == 4);
+        assert!(!conn.needs_linger(), "no reply to destroy");
+        // Replied, with input the server never read: yes.
+        conn.queue_reply(b"T\n");
+        assert!(conn.flush().unwrap());
+        assert!(conn.needs_linger(), "unread input in the kernel");
+        // Replied, with input read but not taken: yes.
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        assert_eq!(unread(&conn), 0);
+        assert!(conn.needs_linger(), "unread input in the buffer");
+        // Replied, everything taken, the client still there: no.
+        conn.grant(2);
+        assert!(conn.next_line().is_some() && conn.next_line().is_some());
+        assert!(!conn.needs_linger());
+        // Replied, the client closed and everything taken: no.
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Closed);
+        assert!(!conn.needs_linger());
+        // Replied after an over-long line: yes, the rest was never read.
+        let limits = Limits {
+            max_line_bytes: 2,
+            ..Limits::default()
+        };
+        let (mut conn, mut client) = pair(limits);
+        client.write_all(b"123").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(settle(&mut conn), Readiness::Line);
+        conn.grant(1);
+        assert_eq!(conn.next_line(), Some(Line::TooLong(b"123".to_vec())));
+        assert!(conn.at_eof() && conn.input.is_empty());
+        conn.queue_reply(b"E\n");
+        assert!(conn.flush().unwrap());
+        assert!(conn.needs_linger(), "the line was cut, not read to its end");
+    }
+
+    #[test]
+    fn a_lingering_close_half_closes_and_drains_until_the_client_closes() {
+        let (mut conn, mut client) = pair(Limits::default());
+        conn.queue_reply(b"T\n");
+        assert!(conn.flush().unwrap());
+        client.write_all(b"junk").unwrap();
+        eventually(|| unread(&conn) == 4);
+        conn.half_close();
+        let mut reply = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut reply).unwrap();
+        assert_eq!(reply, b"T\n", "the reply, then FIN");
+        let mut drained = 0;
+        assert!(!conn.drain(&mut drained), "the client has not closed");
+        assert_eq!(drained, 4);
+        drop(client);
+        eventually(|| conn.drain(&mut drained));
+        assert_eq!(drained, 4);
+    }
+
+    #[test]
+    fn a_reset_during_the_drain_ends_it() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"junk").unwrap();
+        reset(client);
+        // Wait (without reading) until the reset has arrived.
+        eventually(|| {
+            let mut fd = libc::pollfd {
+                fd: conn.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a zero timeout.
+            unsafe { libc::poll(&raw mut fd, 1, 0) == 1 && fd.revents & libc::POLLERR != 0 }
+        });
+        let mut drained = 0;
+        assert!(conn.drain(&mut drained), "the first read fails: done");
+    }
+
+    #[test]
+    fn a_drain_stops_after_linger_bytes() {
+        let (mut conn, mut client) = pair(Limits::default());
+        // Exactly LINGER_BYTES, the client still connected: done.
+        let flood = vec![b'x'; LINGER_BYTES];
+        let writer = std::thread::spawn(move || {
+            client.write_all(&flood).unwrap();
+            client
+        });
+        let mut drained = 0;
+        eventually(|| conn.drain(&mut drained));
+        assert_eq!(drained, LINGER_BYTES);
+        let _client = writer.join().unwrap();
+    }
+
+    /// Reads until the connection stands as `expected`, bounded (for
+    /// states `settle` would keep waiting through).
+    fn settle_to(conn: &mut Connection, expected: &Readiness) {
+        eventually(|| conn.fill_until_ready().unwrap() == *expected);
     }
 
     /// Reads until the connection is ready or closed, bounded.
@@ -673,5 +1347,11 @@ mod tests {
         }
         assert!(pending, "64 MiB fitted in loopback buffers?");
         assert!(conn.has_output());
+        assert!(conn.sent > 0, "part of it went out");
+        let unsent = conn.output.len() - conn.sent;
+        assert!(
+            format!("{conn:?}").contains(&format!("unsent: {unsent},")),
+            "{conn:?}"
+        );
     }
 }

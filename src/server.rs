@@ -280,7 +280,6 @@ pub fn serve<H: Handler>(
     health.set_listening(false);
     let stop_started = Instant::now();
     let drained = drain_backlog(&listener, shutdown, &slots, &core);
-    core.wake_workers();
     // Close the listening socket (both descriptors) so new connections are
     // refused while the rest finishes.
     drop(registration);
@@ -337,7 +336,18 @@ fn accept_loop<H: Handler>(
             unwoken = 0;
         }
         core.health.acceptor_idle();
-        let slot = slots.acquire();
+        let slot = match slots.try_acquire() {
+            Some(slot) => slot,
+            None => {
+                // At the cap: the connections queued so far must be served
+                // for a slot to come back.
+                if unwoken > 0 {
+                    core.wake_workers();
+                    unwoken = 0;
+                }
+                slots.acquire()
+            }
+        };
         if shutdown.is_requested() {
             break;
         }
@@ -442,6 +452,7 @@ fn drain_backlog<H: Handler>(
                 // other systems differ: make sure.
                 if stream.set_nonblocking(false).is_ok() {
                     admit(core, stream, peer, slot);
+                    core.wake_workers();
                     served += 1;
                 }
             }

@@ -86,7 +86,12 @@ impl Shutdown {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(listener) = listener.as_ref() {
             let shared = self.inner.shared_listener.load(Ordering::SeqCst);
-            if self.connect_to(listener).is_err() && !shared {
+            // A full backlog is the usual reason the connect fails, and
+            // then accept() cannot block: the loop takes a queued
+            // connection, sees the flag, and the stop serves the backlog.
+            // Shutting the socket down then would reset every connection
+            // still queued instead of answering it.
+            if self.connect_to(listener).is_err() && !shared && !has_pending(listener) {
                 // Makes a blocked accept() return EINVAL at once; connections
                 // still in the backlog are reset, never half-answered. (A
                 // socket shared with systemd is left alone: the connect
@@ -176,6 +181,21 @@ impl Shutdown {
         stream.write_all(b"\n")?;
         Ok(())
     }
+}
+
+/// Whether `listener` has connections waiting to be accepted (so
+/// `accept()` would return at once), asked with a zero-timeout `poll`.
+fn has_pending(listener: &TcpListener) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call, on a
+    // descriptor borrowed from `listener`; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&raw mut fd, 1, 0) };
+    ready == 1 && fd.revents & libc::POLLIN != 0
 }
 
 /// Keeps a listener registered with a [`Shutdown`]; dropping it deregisters

@@ -117,6 +117,9 @@ pub trait Serve: Send + Sync {
     fn log(&self) -> &Logger;
     /// Where the room marks that its loop turned.
     fn health(&self) -> &Health;
+    /// Wakes workers for connections queued without a wake-up (a safety
+    /// net the room runs every turn; normally a no-op).
+    fn wake_workers(self: Arc<Self>);
 }
 
 /// Connections waiting for a worker, in arrival order.
@@ -512,5 +515,9 @@ impl<H: Handler> Serve for Core<H> {
 
     fn health(&self) -> &Health {
         &self.health
+    }
+
+    fn wake_workers(self: Arc<Self>) {
+        Core::wake_workers(&self);
     }
 }

@@ -3,10 +3,14 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use support::{ask, audited_answers, connect, under_load, unused_addr, wait_until, ServerProcess};
+use support::{
+    ask, audited_answers, connect, connect_sending, read_to_close, under_load, unused_addr,
+    wait_until, ServerProcess, IO_TIMEOUT,
+};
 
 /// Runs a binary to completion with a bounded wait and no stdin.
 fn run_bin(path: &str, args: &[&str]) -> Output {
@@ -39,20 +43,49 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Every option of a binary's clap definition: (long flag, env var).
+fn options(command: &clap::Command) -> Vec<(String, Option<String>)> {
+    command
+        .get_arguments()
+        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+        .map(|a| {
+            let long = a
+                .get_long()
+                .unwrap_or_else(|| panic!("{} has no --flag", a.get_id()));
+            let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+            (format!("--{long}"), env)
+        })
+        .collect()
+}
+
+/// The env var a flag must have: the binary's prefix and the flag's name,
+/// upper case with underscores (`--max-line-bytes`:
+/// `PRIME_SERVER_MAX_LINE_BYTES`).
+fn env_name(prefix: &str, flag: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        flag.trim_start_matches("--")
+            .to_uppercase()
+            .replace('-', "_")
+    )
+}
+
 #[test]
 fn help_and_version() {
+    use clap::CommandFactory;
+    // README "Running it": `--help` and `--version` do what they say;
+    // every flag is listed with its env var.
     let help = server(&["--help"]);
     assert!(help.status.success());
     let help = text(&help.stdout);
-    for flag in [
-        "--listen",
-        "--workers",
-        "--audit-log",
-        "--log-level",
-        "--request-timeout",
-        "PRIME_SERVER_LISTEN",
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}");
+    let flags = options(&prime_server::config::ServerArgs::command());
+    assert!(flags.len() >= 20, "{flags:?}");
+    for (flag, env) in &flags {
+        assert!(help.contains(flag.as_str()), "--help lacks {flag}");
+        let env = env
+            .as_deref()
+            .unwrap_or_else(|| panic!("{flag} has no env var"));
+        assert!(help.contains(env), "--help lacks {env}");
     }
     let version = server(&["--version"]);
     assert!(version.status.success());
@@ -62,8 +95,93 @@ fn help_and_version() {
     );
 }
 
+/// A value each option of the servers rejects, and what the error must
+/// then name: the flag, for the values clap rejects (each flag takes a
+/// number, a duration, an address, a list or a boolean), or the path, for
+/// `--audit-log` and `--audit-seal`, which take any path and get one under
+/// a regular file, which cannot be created.
+fn bad_value(flag: &str, scratch: &std::path::Path) -> (String, String) {
+    match flag {
+        "--audit-log" | "--audit-seal" => {
+            let file = scratch.join("file");
+            (
+                file.join("x").display().to_string(),
+                file.display().to_string(),
+            )
+        }
+        _ => ("not-a-value/0".to_owned(), flag.to_owned()),
+    }
+}
+
+#[test]
+fn every_flag_has_its_env_var_and_the_binary_reads_it() {
+    use clap::CommandFactory;
+    // README "Running it": each flag has an env var named after it. Read
+    // from the clap definitions, so a new flag without a variable, or a
+    // variable with a typo, fails here; then each variable is given to the
+    // real binary with a value it must reject, proving the binary reads
+    // that variable for that flag.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let binaries = [
+        (
+            env!("CARGO_BIN_EXE_prime-server"),
+            prime_server::config::ServerArgs::command(),
+            "PRIME_SERVER",
+        ),
+        (
+            env!("CARGO_BIN_EXE_echo-server"),
+            prime_server::config::EchoArgs::command(),
+            "PRIME_SERVER",
+        ),
+    ];
+    let mut checked = 0;
+    for (binary, command, prefix) in binaries {
+        for (flag, env) in options(&command) {
+            // echo-server's own address has its own variable.
+            let prefix = if binary.ends_with("echo-server") && flag == "--listen" {
+                "ECHO_SERVER"
+            } else {
+                prefix
+            };
+            let expected = env_name(prefix, &flag);
+            assert_eq!(env.as_deref(), Some(expected.as_str()), "{binary} {flag}");
+            let (value, named) = bad_value(&flag, dir.path());
+            // The variable under test last, so it wins over the defaults.
+            let mut child = Command::new(binary)
+                .env("PRIME_SERVER_LISTEN", "127.0.0.1:0")
+                .env("ECHO_SERVER_LISTEN", "127.0.0.1:0")
+                .env("PRIME_SERVER_AUDIT_LOG", dir.path().join("audit.log"))
+                .env(&expected, &value)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let exited = wait_until(Duration::from_secs(20), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if !exited {
+                let _ = child.kill();
+            }
+            let out = child.wait_with_output().expect("output");
+            let stderr = text(&out.stderr);
+            assert!(exited, "{binary}: {expected}={value} was ignored: {stderr}");
+            assert_ne!(out.status.code(), Some(0), "{expected}={value}: {stderr}");
+            assert!(
+                stderr.contains(&named),
+                "{binary}: {expected}={value} is not what failed: {stderr}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} options checked");
+}
+
 #[test]
 fn bad_flags_exit_2_with_clap_message() {
+    // README "Running it": exit 2 for bad flags (clap's message); --workers 0
+    // is rejected.
     for args in [
         &["--workers", "0"][..],
         &["--no-such-flag"],
@@ -78,6 +196,8 @@ fn bad_flags_exit_2_with_clap_message() {
 
 #[test]
 fn port_in_use_is_one_sentence_and_exit_1() {
+    // README "Running it", --listen: exit 1 with one sentence when the address
+    // is in use.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -100,6 +220,8 @@ fn port_in_use_is_one_sentence_and_exit_1() {
 
 #[test]
 fn unwritable_audit_log_is_one_sentence_and_exit_1() {
+    // README "Running it", --audit-log: exit 1 with one sentence when it cannot
+    // be opened.
     let dir = tempfile::tempdir().unwrap();
     // A path whose parent is a regular file can never be created.
     let blocker = dir.path().join("file");
@@ -123,6 +245,7 @@ fn unwritable_audit_log_is_one_sentence_and_exit_1() {
 
 #[test]
 fn audit_directory_is_created_and_env_vars_work() {
+    // README "The audit log": the directory is created if missing.
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("deep/er/audit.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_prime-server"))
@@ -141,10 +264,16 @@ fn audit_directory_is_created_and_env_vars_work() {
 
 #[test]
 fn sigint_with_requests_in_flight_is_graceful() {
+    // README "Stopping": Ctrl-C under load answers what it accepted, logs a
+    // summary and exits 0.
     let mut server = ServerProcess::start(&["--workers", "4"]);
     let addr = server.addr;
     let (status, received) = under_load(addr, 8, || {
-        std::thread::sleep(Duration::from_millis(300));
+        // Signal once the load is going.
+        assert!(
+            wait_until(IO_TIMEOUT, || server.audit_lines().len() >= 50),
+            "the load did not get going"
+        );
         server.signal(libc::SIGINT);
         server.wait(Duration::from_secs(15))
     });
@@ -166,12 +295,187 @@ fn sigint_with_requests_in_flight_is_graceful() {
     assert!(stderr.contains("signal received"), "{stderr}");
     assert!(stderr.contains("shutdown complete"), "no summary: {stderr}");
     assert!(stderr.contains("prime: "), "no counts in summary: {stderr}");
-    // The listener is closed: new connections are refused.
-    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
+/// a second) well inside the 4300-digit limit.
+fn heavy_prime() -> String {
+    ((rug::Integer::from(1) << 11213u32) - 1u32).to_string()
+}
+
+/// Connects `count` clients that each send `line` and wait for the reply.
+fn send_each(addr: std::net::SocketAddr, line: &str, count: usize) -> Vec<std::net::TcpStream> {
+    (0..count)
+        .map(|_| connect_sending(addr, format!("{line}\n").as_bytes()))
+        .collect()
+}
+
+#[test]
+fn connections_are_refused_during_the_drain() {
+    // README "Stopping": a stop refuses new connections at once, while it
+    // answers the accepted ones. Three heavy tests in a one-thread lane
+    // keep the drain going for about a second and a half.
+    let mut server = ServerProcess::start(&["--big-tests", "1", "--admin-listen", "127.0.0.1:0"]);
+    let mut accepted = send_each(server.addr, &heavy_prime(), 3);
+    assert!(wait_until(IO_TIMEOUT, || {
+        server.metric("prime_server_big_tests_running") == 1.0
+            && server.metric("prime_server_big_tests_queued") == 2.0
+    }));
+    server.signal(libc::SIGINT);
+    server.expect_stderr("stopped accepting", IO_TIMEOUT);
+    let refused = std::net::TcpStream::connect(server.addr);
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited before the drain could be observed"
+    );
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a new connection during the drain must be refused"
+    );
+    for s in &mut accepted {
+        assert_eq!(
+            read_to_close(s),
+            b"T\n",
+            "accepted before the stop: answered"
+        );
+    }
+    assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn big_tests_bounds_the_big_number_tests_running_at_once() {
+    // README "Running it": --big-tests N, big-number tests running at once
+    // (3: not the default on this 2-core machine kind).
+    let server = ServerProcess::start(&["--big-tests", "3", "--admin-listen", "127.0.0.1:0"]);
+    let mut clients = send_each(server.addr, &heavy_prime(), 6);
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            server.metric("prime_server_big_tests_running") == 3.0
+                && server.metric("prime_server_big_tests_queued") == 3.0
+        }),
+        "three running and three queued, not {} and {}",
+        server.metric("prime_server_big_tests_running"),
+        server.metric("prime_server_big_tests_queued")
+    );
+    for s in &mut clients {
+        assert_eq!(read_to_close(s), b"T\n");
+    }
+}
+
+#[test]
+fn max_line_bytes_is_the_longest_line_answered() {
+    // README "Running it" and "Limits": --max-line-bytes N; a longer line
+    // gets E, an audit line saying why, and the connection is closed.
+    let server = ServerProcess::start(&["--max-line-bytes", "10"]);
+    assert_eq!(ask(server.addr, "1000000007"), "T\n", "10 bytes fit");
+    assert_eq!(ask(server.addr, "10000000019"), "E\n", "11 bytes do not");
+    let lines = server.audit_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].ends_with("'10000000019' is not an integer: line longer than 10 bytes"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn workers_sets_the_size_of_the_pool() {
+    // README "Running it": --workers N, the worker threads.
+    let server = ServerProcess::start(&["--workers", "3"]);
+    let pid = server.child.id();
+    let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/<pid>/task is readable on Linux")
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .filter(|name| name.trim() == "worker")
+        .count();
+    assert_eq!(workers, 3);
+    assert!(
+        server.stderr().contains("workers: 3"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn the_per_address_flags_cap_connections_and_rate() {
+    // README "Running it": --max-connections-per-ip N closes a client
+    // address's next connection without a reply; --max-rate-per-ip R/s
+    // paces an address's lines without losing or changing any.
+    let server =
+        ServerProcess::start(&["--max-connections-per-ip", "1", "--request-timeout", "20s"]);
+    let from = |last: u8| {
+        support::try_connect_from(std::net::IpAddr::from([127, 0, 4, last]), server.addr)
+            .expect("connect")
+    };
+    let mut held = from(1);
+    held.write_all(b"1").unwrap();
+    let mut second = from(1);
+    second.write_all(b"17\n").unwrap();
+    assert_eq!(
+        read_to_close(&mut second),
+        b"",
+        "the address holds its one connection"
+    );
+    let mut other = from(2);
+    other.write_all(b"17\n").unwrap();
+    assert_eq!(
+        read_to_close(&mut other),
+        b"T\n",
+        "another address is served"
+    );
+    held.write_all(b"3\n").unwrap();
+    assert_eq!(read_to_close(&mut held), b"T\n");
+
+    let server = ServerProcess::start(&["--keep-alive", "--max-rate-per-ip", "20/s"]);
+    let mut stream = connect(server.addr);
+    let started = std::time::Instant::now();
+    let lines: String = (0..60).map(|n| format!("{n}\n")).collect();
+    stream.write_all(lines.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let replies = read_to_close(&mut stream);
+    let elapsed = started.elapsed();
+    let expected: String = (0..60u64)
+        .map(|n| {
+            if prime_server::prime::is_prime_u64(n) {
+                "T\n"
+            } else {
+                "F\n"
+            }
+        })
+        .collect();
+    assert_eq!(String::from_utf8(replies).unwrap(), expected);
+    // A full bucket (20) at once, the other 40 at 20 a second.
+    assert!(
+        elapsed >= Duration::from_millis(1_800),
+        "not paced: {elapsed:?}"
+    );
+}
+
+#[test]
+fn listening_on_the_ipv6_any_address_serves_ipv6_clients() {
+    // README "Running it": IPv6 works; `[::]` binds IPv6.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return support::skip("this machine has no IPv6 loopback");
+    }
+    let server = ServerProcess::start(&["--listen", "[::]:0"]);
+    assert!(
+        server.addr.is_ipv6() && server.addr.ip().is_unspecified(),
+        "{}",
+        server.addr
+    );
+    let loopback = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.addr.port()));
+    assert_eq!(ask(loopback, "17"), "T\n");
+    let lines = server.audit_lines();
+    assert!(
+        support::parse_audit(&lines[0]).peer.starts_with("[::1]:"),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn second_signal_exits_at_once_with_130() {
+    // README "Stopping": a second signal exits at once with status 130.
     // An echo client that sends big lines and never reads its replies keeps
     // the graceful stop waiting for the write timeout (30 s here).
     let mut server = ServerProcess::start_echo(&[
@@ -218,6 +522,7 @@ fn second_signal_exits_at_once_with_130() {
 
 #[test]
 fn sigterm_is_graceful_too() {
+    // README "Stopping": SIGTERM is graceful too.
     let mut server = ServerProcess::start(&[]);
     assert_eq!(ask(server.addr, "7"), "T\n");
     server.signal(libc::SIGTERM);
@@ -227,6 +532,7 @@ fn sigterm_is_graceful_too() {
 
 #[test]
 fn client_prints_meaning_and_time() {
+    // README "The client": one connection per number, meaning and time.
     let server = ServerProcess::start(&[]);
     let addr = server.addr.to_string();
     let out = client(&["--addr", &addr, "17", "4", "4j", "-5"]);
@@ -310,6 +616,7 @@ fn client_usage_error_is_2() {
 
 #[test]
 fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
+    // README "Deployment": the systemd unit.
     use clap::Parser;
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

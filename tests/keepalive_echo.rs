@@ -8,7 +8,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{connect, parse_audit, read_to_close, ServerProcess, TestServer};
 
 fn keep_alive_server(max_lines: u64) -> TestServer {
@@ -20,6 +20,8 @@ fn keep_alive_server(max_lines: u64) -> TestServer {
 
 #[test]
 fn pipelined_lines_are_answered_in_order_with_one_audit_line_each() {
+    // README "Keep-alive mode": lines answered in order, each with its own
+    // audit line, pipelining allowed.
     let server = keep_alive_server(u64::MAX);
     let mut stream = connect(server.addr);
     stream
@@ -41,6 +43,7 @@ fn pipelined_lines_are_answered_in_order_with_one_audit_line_each() {
 
 #[test]
 fn many_pipelined_lines_keep_their_order() {
+    // README "Keep-alive mode": pipelined lines are answered in order.
     let server = keep_alive_server(u64::MAX);
     let stream = connect(server.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -72,45 +75,74 @@ fn many_pipelined_lines_keep_their_order() {
 
 #[test]
 fn idle_keep_alive_connections_are_closed() {
+    // README "Keep-alive mode": the connection ends after --idle-timeout
+    // without a new line (500 ms here; the request timeout is 5 s).
     let server = keep_alive_server(u64::MAX);
     let mut stream = connect(server.addr);
     stream.write_all(b"7\n").unwrap();
-    // No more lines: after the idle timeout (500 ms) the server closes, and
-    // the reply to the first line has arrived intact.
-    assert_eq!(read_to_close(&mut stream), b"T\n");
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).unwrap();
+    let answered = Instant::now();
+    assert_eq!(&reply, b"T\n");
+    // No more lines: the server closes after the idle timeout, not before,
+    // and well before the request timeout could have done it.
+    assert_eq!(read_to_close(&mut stream), b"");
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+    assert!(idle < Duration::from_millis(2_500), "closed after {idle:?}");
     let summary = server.stop();
     assert_eq!(summary.timeouts, 0, "idling between lines is not a timeout");
 }
 
 #[test]
-fn the_request_deadline_applies_to_each_line() {
+fn the_request_deadline_applies_to_each_line_from_its_first_byte() {
+    // README "Keep-alive mode": the request deadline applies to each line,
+    // from its first byte (500 ms here), not from accept or the last reply.
     let server = TestServer::start_with(|c| {
         c.prime.keep_alive = Some(u64::MAX);
         c.server.limits.request_timeout = Duration::from_millis(500);
         c.server.limits.idle_timeout = Duration::from_secs(30);
     });
     let mut stream = connect(server.addr);
+    stream.set_nodelay(true).unwrap();
     stream.write_all(b"11\n").unwrap();
-    let mut first = [0u8; 2];
-    stream.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"T\n");
-    // Start a second line and trickle it: the deadline counts from its
-    // first byte, not from the connection's start.
-    let mut sent = 0;
-    while sent < 20 {
-        if stream.write_all(b"1").is_err() {
-            break;
-        }
-        sent += 1;
-        std::thread::sleep(Duration::from_millis(100));
+    let mut reply = [0u8; 2];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"T\n");
+    // Idle longer than the request timeout: idling is not a request.
+    std::thread::sleep(Duration::from_millis(800));
+    // A second line trickled over about 300 ms: within 500 ms of its first
+    // byte, though 1.1 s after accept and 800 ms after the last reply.
+    for byte in b"13\n" {
+        stream.write_all(std::slice::from_ref(byte)).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
     }
-    assert_eq!(read_to_close(&mut stream), b"", "no reply to the slow line");
-    assert!(sent < 20, "the slow line kept the worker past its deadline");
-    assert_eq!(server.audit_lines().len(), 1);
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        &reply, b"T\n",
+        "the second line was cut though it was in time"
+    );
+    // A third line that never ends is cut 500 ms after its first byte.
+    let mut reader = stream.try_clone().unwrap();
+    let started = Instant::now();
+    let closed = std::thread::spawn(move || (read_to_close(&mut reader), started.elapsed()));
+    let mut sent = 0;
+    while sent < 50 && stream.write_all(b"1").is_ok() && !closed.is_finished() {
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rest, after) = closed.join().unwrap();
+    assert_eq!(rest, b"", "no reply to the slow line");
+    assert!(after >= Duration::from_millis(500), "cut after {after:?}");
+    assert!(after < Duration::from_millis(2_000), "cut after {after:?}");
+    assert_eq!(server.audit_lines().len(), 2);
+    assert_eq!(server.stop().timeouts, 1);
 }
 
 #[test]
 fn max_requests_per_connection_closes_after_that_many_lines() {
+    // README "Running it", --max-requests-per-conn N (the flag on the binary:
+    // client_exits_1_when_a_keep_alive_server_closes_early).
     let server = keep_alive_server(2);
     let mut stream = connect(server.addr);
     stream.write_all(b"3\n5\n7\n").unwrap();
@@ -120,6 +152,8 @@ fn max_requests_per_connection_closes_after_that_many_lines() {
 
 #[test]
 fn echo_serves_several_clients_at_once() {
+    // README "The echo service": GOT: plus each line, many clients at once, EOF
+    // ends a connection.
     let server = ServerProcess::start_echo(&["--workers", "4"]);
     // Four clients hold their connections open at the same time, each
     // interleaving lines with the others.
@@ -148,6 +182,8 @@ fn echo_serves_several_clients_at_once() {
 
 #[test]
 fn echo_pipelined_and_idle_timeout_and_graceful_stop() {
+    // README "The echo service" and --idle-timeout: closes after the idle
+    // timeout; stops gracefully on Ctrl-C.
     let mut server = ServerProcess::start_echo(&["--idle-timeout", "300ms"]);
     let mut stream = connect(server.addr);
     stream.write_all(b"a\nb\n\nc\r\n").unwrap();
@@ -163,7 +199,38 @@ fn echo_pipelined_and_idle_timeout_and_graceful_stop() {
 }
 
 #[test]
+fn echo_closes_an_over_long_or_unfinished_line_without_a_reply() {
+    // README "The echo service": a line longer than --max-line-bytes, or
+    // one that does not finish within the request timeout, closes the
+    // connection without a reply (the lines before it are echoed).
+    let server = ServerProcess::start_echo(&[
+        "--max-line-bytes",
+        "16",
+        "--request-timeout",
+        "500ms",
+        "--idle-timeout",
+        "30s",
+    ]);
+    let mut long = connect(server.addr);
+    long.write_all(b"sixteen bytes ok\nseventeen bytes x\nnever read\n")
+        .unwrap();
+    assert_eq!(read_to_close(&mut long), b"GOT:sixteen bytes ok\n");
+    let mut slow = connect(server.addr);
+    slow.write_all(b"fine\nunfinis").unwrap();
+    let started = Instant::now();
+    assert_eq!(read_to_close(&mut slow), b"GOT:fine\n");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(400),
+        "closed after {after:?}"
+    );
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+}
+
+#[test]
 fn json_log_format_is_json_line_by_line_with_the_same_keys() {
+    // README "Terminal logs", --log-format json and --log-level debug: one JSON
+    // object per record.
     let mut server = ServerProcess::start(&["--log-format", "json", "--log-level", "debug"]);
     for line in ["17", "\x1b[31mred"] {
         assert_eq!(support::ask(server.addr, line).len(), 2);
@@ -225,6 +292,8 @@ fn client(args: &[&str], stdin: &str) -> std::process::Output {
 
 #[test]
 fn client_keep_alive_quiet_streams_stdin_in_order() {
+    // README "The client", --keep-alive --quiet, against prime-server
+    // --keep-alive.
     let server = ServerProcess::start(&["--keep-alive"]);
     let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
     let out = client(
@@ -255,6 +324,7 @@ fn client_keep_alive_quiet_streams_stdin_in_order() {
 
 #[test]
 fn client_json_output_has_input_code_meaning_micros() {
+    // README "The client", --json.
     let server = ServerProcess::start(&[]);
     let out = client(
         &[
@@ -285,6 +355,8 @@ fn client_json_output_has_input_code_meaning_micros() {
 
 #[test]
 fn client_exits_1_when_a_keep_alive_server_closes_early() {
+    // README "The client": exit 1 when the server closes early; README "Running
+    // it", --max-requests-per-conn on the binary.
     let server = ServerProcess::start(&["--keep-alive", "--max-requests-per-conn", "2"]);
     let out = client(
         &[
@@ -305,6 +377,7 @@ fn client_exits_1_when_a_keep_alive_server_closes_early() {
 
 #[test]
 fn echo_server_help_and_bad_flags() {
+    // README "The echo service": same flags, ECHO_SERVER_LISTEN.
     let help = Command::new(env!("CARGO_BIN_EXE_echo-server"))
         .arg("--help")
         .output()

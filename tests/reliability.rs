@@ -14,23 +14,20 @@ use prime_server::worker::{Flow, Handler};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ask, ask_line, audited_answers, capture_logger, connect, connect_sending, open_sockets,
-    parse_audit, read_to_close, under_load, wait_until, ServerProcess, TestServer, IO_TIMEOUT,
+    accept_queue, ask, ask_line, audited_answers, capture_logger, connect, connect_sending,
+    parse_audit, read_to_close, server_side_state, under_load, wait_until, ServerProcess,
+    TestServer, IO_TIMEOUT,
 };
-
-/// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
-/// a second) well inside the 4300-digit limit.
-fn heavy_prime() -> String {
-    let n = (rug::Integer::from(1) << 11213u32) - 1u32;
-    n.to_string()
-}
 
 #[test]
 fn a_trickling_client_is_cut_off_at_the_deadline() {
+    // README "Limits", slow client: the line must arrive whole within
+    // --request-timeout from accept; no reply, no audit line, a warn record
+    // naming the peer.
     let server = ServerProcess::start(&["--request-timeout", "1s"]);
     let mut stream = connect(server.addr);
     let client_addr = stream.local_addr().unwrap();
@@ -75,6 +72,10 @@ fn a_trickling_client_is_cut_off_at_the_deadline() {
 
 #[test]
 fn an_over_long_line_gets_e_and_the_server_stops_reading() {
+    // README "Limits", over-long line: E, an audit line with a cut marker, and
+    // the server stops reading (at most max-line-bytes + 4 KiB buffered; the
+    // exact bound is conn.rs
+    // an_endless_line_is_bounded_by_the_limit_plus_one_read).
     let server = TestServer::start_with(|c| c.server.limits.max_line_bytes = 1024);
     let mut stream = connect(server.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -116,6 +117,8 @@ fn an_over_long_line_gets_e_and_the_server_stops_reading() {
 
 #[test]
 fn the_default_line_limit_fits_the_largest_integer_with_padding() {
+    // README "Limits", over-long line: 64 KiB leaves room for a 4300-digit
+    // number with underscores and padding.
     let server = TestServer::start();
     let digits: String = std::iter::repeat_n("9_", 4299).collect::<String>() + "9";
     let line = format!("{}{}{}", " ".repeat(20_000), digits, "\t".repeat(20_000));
@@ -124,6 +127,8 @@ fn the_default_line_limit_fits_the_largest_integer_with_padding() {
 
 #[test]
 fn pipelined_junk_does_not_destroy_the_first_answer() {
+    // README "Limits", pipelined junk in default mode: the first line is
+    // answered intact (half-close, drain, close).
     let server = TestServer::start();
     let junk: Vec<u8> = b"17\n"
         .iter()
@@ -168,8 +173,117 @@ impl Handler for Panicky {
     }
 }
 
+/// A handler that answers `ok`, except that the line `wait` first holds
+/// its worker until the test opens the gate (or 20 s pass).
+#[derive(Default)]
+struct Gate {
+    /// Whether the gate is open.
+    open: std::sync::Mutex<bool>,
+    /// Signalled when it opens.
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl Handler for Gate {
+    type Heavy = std::convert::Infallible;
+
+    fn serve(&self, conn: &mut Connection, _log: &slog::Logger) -> Flow<Self::Heavy> {
+        while let Some(Line::Complete(line)) = conn.next_line() {
+            if line == b"wait" {
+                let open = self.open.lock().unwrap();
+                let _ = self
+                    .opened
+                    .wait_timeout_while(open, IO_TIMEOUT, |open| !*open);
+            }
+            conn.queue_reply(b"ok\n");
+        }
+        Flow::Close
+    }
+
+    fn serve_heavy(
+        &self,
+        job: Self::Heavy,
+        _: &mut Connection,
+        _: &slog::Logger,
+    ) -> Flow<Self::Heavy> {
+        match job {}
+    }
+}
+
+#[test]
+fn time_queued_for_a_worker_is_not_held_against_a_client() {
+    // README "Limits", slow client: time a connection spent queued for a
+    // worker is not held against it. One worker, held by a request; a
+    // complete line queued behind it outlives its 300 ms deadline and is
+    // still answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let options = ServerOptions {
+        workers: 1,
+        limits: prime_server::conn::Limits {
+            request_timeout: Duration::from_millis(300),
+            ..prime_server::conn::Limits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let metrics = CoreMetrics::new();
+    let gate = Arc::new(Gate::default());
+    let server = {
+        let (stop, counted, gate) = (shutdown.clone(), metrics.clone(), Arc::clone(&gate));
+        std::thread::spawn(move || {
+            let log = prime_server::logging::discard();
+            serve(
+                listener,
+                &stop,
+                gate,
+                &options,
+                &counted,
+                &Health::new(),
+                &log,
+            )
+            .unwrap();
+        })
+    };
+    // Opens the gate and stops the server even if an assertion fails.
+    struct Finish<'a>(&'a Gate, &'a Shutdown);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.0.open();
+            self.1.request();
+        }
+    }
+    let finish = Finish(&gate, &shutdown);
+    let mut holder = connect_sending(addr, b"wait\n");
+    assert!(wait_until(IO_TIMEOUT, || metrics.in_service.get() == 1));
+    let mut queued = connect_sending(addr, b"x\n");
+    assert!(wait_until(IO_TIMEOUT, || metrics.queued.get() == 1));
+    // A client that connects later and stalls times out first: by then
+    // the queued line's deadline has passed too.
+    let _stalled = connect_sending(addr, b"1");
+    assert!(wait_until(IO_TIMEOUT, || metrics.timeouts.get() == 1));
+    gate.open();
+    assert_eq!(read_to_close(&mut queued), b"ok\n");
+    assert_eq!(read_to_close(&mut holder), b"ok\n");
+    assert_eq!(
+        metrics.timeouts.get(),
+        1,
+        "only the stalled client timed out"
+    );
+    drop(finish);
+    server.join().unwrap();
+}
+
 #[test]
 fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
+    // README "Limits", a handler panics: caught, logged at error with the peer,
+    // the worker lives on.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
@@ -220,84 +334,82 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
 }
 
 #[test]
-fn heavy_numbers_do_not_starve_light_ones() {
-    let server = TestServer::start_with(|c| {
-        c.server.workers = 8;
-        c.server.heavy_threads = 1;
-    });
-    let heavy = heavy_prime();
-    let heavy_done = AtomicUsize::new(0);
-    let heavy_clients = 4;
-    std::thread::scope(|scope| {
-        for _ in 0..heavy_clients {
-            scope.spawn(|| {
-                assert_eq!(ask(server.addr, &heavy), "T\n");
-                heavy_done.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-        // Let the heavy tests start, then run light requests alongside.
-        std::thread::sleep(Duration::from_millis(100));
-        for n in 0..50u64 {
-            let expected = if prime_server::prime::is_prime_u64(n) {
-                "T\n"
-            } else {
-                "F\n"
-            };
-            assert_eq!(ask(server.addr, &n.to_string()), expected);
-        }
-        // With one big test at a time, four take several seconds; fifty
-        // light requests must not have waited behind all of them.
-        assert!(
-            heavy_done.load(Ordering::SeqCst) < heavy_clients,
-            "light requests were served only after every heavy one"
-        );
-    });
-}
-
-#[test]
-fn idle_connections_do_not_occupy_workers() {
+fn silent_clients_stay_in_the_kernel_until_they_send() {
+    // README "Limits": clients that connect and send nothing are kept in
+    // the kernel by TCP_DEFER_ACCEPT (Linux) until data arrives, so the
+    // server never even accepts them; `--no-defer-accept` turns that off.
     if !cfg!(target_os = "linux") {
-        eprintln!("skipping: TCP_DEFER_ACCEPT is Linux-only");
-        return;
+        return support::skip("TCP_DEFER_ACCEPT is Linux-only");
     }
-    // The binary reports "listening" only once TCP_DEFER_ACCEPT is set.
-    let server = ServerProcess::start(&["--workers", "1", "--request-timeout", "60s"]);
-    // These connect and send nothing. With one worker and a 60 s deadline,
-    // an honest client behind them would wait a minute if they were handed
-    // to the pool; the read timeout of `ask` (20 s) would fail the test.
-    let _idle: Vec<TcpStream> = (0..5).map(|_| connect(server.addr)).collect();
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(ask(server.addr, "17"), "T\n");
+    for (flags, silent_accepted) in [(&[][..], 0.0), (&["--no-defer-accept"][..], 5.0)] {
+        let mut args = vec!["--admin-listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let server = ServerProcess::start(&args);
+        let silent: Vec<TcpStream> = (0..5).map(|_| connect(server.addr)).collect();
+        // Once the server's kernel has each handshake, a later request is
+        // queued behind them: when it is answered, the silent ones have
+        // been accepted if they ever would be.
+        for s in &silent {
+            let me = s.local_addr().unwrap();
+            assert!(
+                wait_until(IO_TIMEOUT, || server_side_state(server.addr, me).is_some()),
+                "{flags:?}: the handshake of {me} never reached the server's kernel"
+            );
+        }
+        assert_eq!(ask(server.addr, "17"), "T\n");
+        assert_eq!(
+            server.metric("prime_server_connections_accepted_total"),
+            1.0 + silent_accepted,
+            "{flags:?}"
+        );
+    }
 }
 
 #[test]
 fn admission_caps_open_connections() {
-    let server = ServerProcess::start(&["--max-connections", "3", "--request-timeout", "20s"]);
-    let pid = server.child.id();
-    let baseline = open_sockets(pid).expect("/proc/<pid>/fd is readable on Linux");
+    // README "Limits": burst of connections: at most --max-connections are
+    // open at once; the kernel backlog holds the rest until one closes.
+    let server = ServerProcess::start(&[
+        "--max-connections",
+        "3",
+        "--request-timeout",
+        "20s",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     // Each sends a partial line, so it is accepted (data arrived) and then
     // waits in the room; past the cap, connections wait in the backlog.
     let mut held: Vec<TcpStream> = (0..20)
         .map(|_| connect_sending(server.addr, b"1"))
         .collect();
+    // Every connection is in one place or the other: three accepted and
+    // open, seventeen in the kernel's queue. Nothing moves from here until
+    // a line ends, so the counts are exact.
     assert!(
-        wait_until(Duration::from_secs(10), || open_sockets(pid)
-            == Some(baseline + 3)),
-        "the server should hold exactly 3 client sockets, holds {:?}",
-        open_sockets(pid).map(|n| n - baseline)
+        wait_until(IO_TIMEOUT, || accept_queue(server.addr) == Some(17)
+            && server.metric("prime_server_connections_accepted_total") == 3.0),
+        "accepted {}, queued in the kernel {:?}",
+        server.metric("prime_server_connections_accepted_total"),
+        accept_queue(server.addr)
     );
-    // It stays at the cap: finishing the lines lets everyone through in turn.
-    assert_eq!(open_sockets(pid), Some(baseline + 3));
+    assert_eq!(server.metric("prime_server_connections_open"), 3.0);
+    // Finishing the lines lets everyone through in turn.
     for s in &mut held {
         s.write_all(b"7\n").unwrap();
     }
     for s in &mut held {
         assert_eq!(read_to_close(s), b"T\n");
     }
+    assert_eq!(
+        server.metric("prime_server_connections_accepted_total"),
+        20.0
+    );
 }
 
 #[test]
 fn accept_errors_back_off_and_service_resumes() {
+    // README "Limits", accept() fails: logged at warn, retried with back-off,
+    // service resumes (RLIMIT_NOFILE=24 and a flood).
     // Room for the process's own descriptors and a few clients only.
     let limit: libc::rlim_t = 24;
     let mut server = ServerProcess::start_with(
@@ -356,9 +468,15 @@ fn accept_errors_back_off_and_service_resumes() {
 
 #[test]
 fn kill_9_never_leaves_a_reply_without_its_audit_line() {
+    // README "Limits", kill -9, and "The audit log": a reply a client received
+    // always has its audit line.
     let mut server = ServerProcess::start(&["--workers", "8"]);
     let ((), received) = under_load(server.addr, 8, || {
-        std::thread::sleep(Duration::from_millis(400));
+        // Kill once the load is going.
+        assert!(
+            wait_until(IO_TIMEOUT, || server.audit_lines().len() >= 50),
+            "the load did not get going"
+        );
         server.signal(libc::SIGKILL);
         server.wait(Duration::from_secs(10));
     });
@@ -373,50 +491,107 @@ fn kill_9_never_leaves_a_reply_without_its_audit_line() {
 }
 
 #[test]
-fn shutdown_under_load_answers_or_refuses_every_queued_connection() {
-    let deadline = Duration::from_secs(2);
-    let mut server = ServerProcess::start(&["--workers", "2", "--request-timeout", "2s"]);
-    // Two slow clients hold both workers until their deadline.
-    let mut slow: Vec<TcpStream> = (0..2).map(|_| connect_sending(server.addr, b"1")).collect();
-    std::thread::sleep(Duration::from_millis(200));
-    // Hundreds of honest requests queue behind them.
+fn a_stop_answers_every_connection_queued_in_the_backlog() {
+    // README "Limits", Ctrl-C under load: connections the kernel had
+    // completed but not handed over are answered too. Two stalled clients
+    // fill `--max-connections 2`, so 300 honest requests wait in the
+    // kernel's backlog; at the stop the stalled ones are closed without a
+    // reply and all 300 are answered, promptly (the deadline is a minute).
+    let mut server = ServerProcess::start(&[
+        "--max-connections",
+        "2",
+        "--request-timeout",
+        "60s",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stalled: Vec<TcpStream> = (0..2).map(|_| connect_sending(server.addr, b"1")).collect();
+    assert!(wait_until(IO_TIMEOUT, || server
+        .metric("prime_server_connections_waiting")
+        == 2.0));
     let mut queued: Vec<TcpStream> = (0..300)
         .map(|_| connect_sending(server.addr, b"17\n"))
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(IO_TIMEOUT, || accept_queue(server.addr) == Some(300)),
+        "queued in the kernel: {:?}",
+        accept_queue(server.addr)
+    );
     let signalled = Instant::now();
     server.signal(libc::SIGINT);
-    let status = server.wait(deadline + Duration::from_secs(8));
+    let status = server.wait(IO_TIMEOUT);
     let stopped_after = signalled.elapsed();
     assert_eq!(status.code(), Some(0));
+    for s in &mut queued {
+        assert_eq!(read_to_close(s), b"T\n", "a queued request unanswered");
+    }
+    for s in &mut stalled {
+        assert_eq!(read_to_close(s), b"", "an unfinished line gets no reply");
+    }
+    assert_eq!(server.audit_lines().len(), 300, "one audit line per answer");
+    let stderr = server.stderr();
+    assert!(stderr.contains("served_from_backlog: 300"), "{stderr}");
+    assert!(stderr.contains("closed_at_stop: 2"), "{stderr}");
+    assert!(stopped_after < Duration::from_secs(15), "{stopped_after:?}");
+    eprintln!("shutdown with 300 in the backlog: all answered, stopped after {stopped_after:?}");
+}
+
+#[test]
+fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
+    // README "Limits", Ctrl-C under load: queued connections are answered
+    // up to 4096 (SHUTDOWN_DRAIN_LIMIT), so a flood cannot keep a stopping
+    // server busy; the rest are reset before any reply. The kernel queues
+    // at most somaxconn + 1 connections per listener: 4097 here.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    let limit = prime_server::server::SHUTDOWN_DRAIN_LIMIT;
+    if somaxconn < limit {
+        return support::skip(&format!(
+            "net.core.somaxconn is {somaxconn}: the kernel cannot queue more than {limit} connections"
+        ));
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(i32::try_from(limit).unwrap()).unwrap();
+    // One connection slot, held by a stalled client: the rest queue.
+    let server = TestServer::start_on(socket.into(), |c| {
+        c.server.max_connections = 1;
+        c.server.limits.request_timeout = Duration::from_secs(60);
+    });
+    let _stalled = connect_sending(server.addr, b"1");
+    assert!(wait_until(IO_TIMEOUT, || server.metrics.core.waiting.get() == 1));
+    let queued_count = limit + 1;
+    let mut queued: Vec<TcpStream> = (0..queued_count)
+        .map(|_| connect_sending(server.addr, b"2\n"))
+        .collect();
+    assert!(
+        wait_until(IO_TIMEOUT, || accept_queue(server.addr)
+            == Some(queued_count as u64)),
+        "queued in the kernel: {:?}",
+        accept_queue(server.addr)
+    );
+    let summary = server.stop();
     let mut answered = 0;
     for s in &mut queued {
         match read_to_close(s).as_slice() {
             b"T\n" => answered += 1,
-            b"" => {} // refused or reset before any reply: clean
-            other => panic!("reply lost halfway: {other:?}"),
+            b"" => {}
+            other => panic!("a reply lost halfway: {other:?}"),
         }
     }
-    for s in &mut slow {
-        assert_eq!(read_to_close(s), b"", "timed-out clients get no reply");
-    }
-    let audit = server.audit_lines();
-    assert_eq!(
-        audit.len(),
-        answered,
-        "every answer has exactly one audit line"
-    );
-    assert!(
-        answered > 0,
-        "queued connections were accepted but none answered"
-    );
-    eprintln!(
-        "shutdown under load: {answered}/300 queued answered, stopped after {stopped_after:?}"
-    );
+    assert_eq!(answered, limit, "answered from the backlog; {summary:?}");
+    assert_eq!(summary.connections, 1 + limit as u64);
+    assert_eq!(summary.prime, limit as u64);
 }
 
 #[test]
 fn copytruncate_rotation_leaves_no_hole() {
+    // README "Limits", log rotation: copytruncate leaves no NUL-filled hole
+    // (append mode).
     let server = TestServer::start();
     for n in 0..10 {
         ask(server.addr, &n.to_string());
@@ -443,6 +618,8 @@ fn copytruncate_rotation_leaves_no_hole() {
 
 #[test]
 fn terminal_log_never_carries_raw_client_bytes() {
+    // README "Limits", log injection: every client byte in the terminal log is
+    // escaped.
     let server = ServerProcess::start(&["--log-level", "debug"]);
     let hostile: &[&[u8]] = &[
         b"\x1b]0;pwned\x07",
@@ -471,6 +648,7 @@ fn terminal_log_never_carries_raw_client_bytes() {
 
 #[test]
 fn many_clients_at_once_all_get_answers() {
+    // README "The protocol": concurrent clients each get the right answer.
     let server = TestServer::start_with(|c| c.server.workers = 4);
     let replies: HashMap<String, usize> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..16)

@@ -27,6 +27,8 @@ fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn stalled_clients_hold_no_worker() {
+    // README "Limits", clients that send a byte and stall: they wait in the
+    // room, holding no worker.
     // Two workers, fifty clients that send one byte and stall, and a
     // deadline of a minute: before the waiting room, the honest request
     // waited behind them until they timed out.
@@ -57,6 +59,8 @@ fn stalled_clients_hold_no_worker() {
 
 #[test]
 fn idle_keep_alive_clients_take_turns_on_one_worker() {
+    // README "Keep-alive mode": an idle keep-alive connection holds no worker
+    // between lines.
     // One worker and a long idle timeout: a keep-alive connection used to
     // pin the worker between its lines, so the second client waited.
     let server = TestServer::start_with(|c| {
@@ -81,6 +85,8 @@ fn idle_keep_alive_clients_take_turns_on_one_worker() {
 
 #[test]
 fn a_line_split_across_many_small_writes_is_answered() {
+    // README "The protocol": a line is the bytes up to the first newline,
+    // however they arrive.
     let server = TestServer::start();
     let mut stream = connect(server.addr);
     stream.set_nodelay(true).unwrap();
@@ -100,6 +106,8 @@ fn a_line_split_across_many_small_writes_is_answered() {
 
 #[test]
 fn a_slow_over_long_line_gets_e_as_soon_as_it_passes_the_limit() {
+    // README "Limits", over-long line: E as soon as the limit is passed,
+    // without waiting for the line to end.
     let server = TestServer::start_with(|c| {
         c.server.limits.max_line_bytes = 100;
         c.server.limits.request_timeout = Duration::from_secs(60);
@@ -130,16 +138,19 @@ fn a_client_that_does_not_read_holds_no_worker() {
     // One worker; a client pipelines big lines to the echo service and never
     // reads the replies, so they back up. The other client is still served,
     // and the hog is cut off at the write timeout.
+    // README "Limits", slow reader: --write-timeout (2 s here, 5 s by
+    // default) bounds how long replies wait for a client to read them.
     let mut server = ServerProcess::start_echo(&["--workers", "1", "--write-timeout", "2s"]);
     let mut hog = connect(server.addr);
     let line = [b"x".repeat(60_000), b"\n".to_vec()].concat();
+    let started = std::time::Instant::now();
     let writer = std::thread::spawn(move || {
         for _ in 0..2_000 {
-            if hog.write_all(&line).is_err() {
-                return true;
+            if let Err(e) = hog.write_all(&line) {
+                return Some((e, started.elapsed()));
             }
         }
-        false
+        None
     });
     for i in 0..5 {
         let mut s = connect(server.addr);
@@ -150,7 +161,15 @@ fn a_client_that_does_not_read_holds_no_worker() {
             format!("GOT:hello {i}\n").into_bytes()
         );
     }
-    assert!(writer.join().unwrap(), "the hog should have been cut off");
+    let (error, after) = writer
+        .join()
+        .unwrap()
+        .expect("the hog should have been cut off");
+    // Cut by the server (not by the test's own write timeout), once its
+    // replies had waited the write timeout, not the default's 5 s.
+    assert!(support::closed_by_server(&error), "{error}");
+    assert!(after >= Duration::from_secs(2), "cut after {after:?}");
+    assert!(after < Duration::from_millis(4_500), "cut after {after:?}");
     server.expect_stderr("client did not read its replies in time", IO_TIMEOUT);
     server.signal(libc::SIGINT);
     assert_eq!(server.wait(IO_TIMEOUT).code(), Some(0));
@@ -158,6 +177,8 @@ fn a_client_that_does_not_read_holds_no_worker() {
 
 #[test]
 fn a_stop_with_clients_in_the_room_is_prompt_and_closes_them_without_a_reply() {
+    // README "Stopping": a stop answers complete lines and closes unfinished
+    // ones without a reply, promptly.
     let mut server = ServerProcess::start(&["--request-timeout", "60s", "--workers", "2"]);
     let mut stalled: Vec<TcpStream> = (0..50)
         .map(|_| connect_sending(server.addr, b"1"))
@@ -178,6 +199,8 @@ fn a_stop_with_clients_in_the_room_is_prompt_and_closes_them_without_a_reply() {
 
 #[test]
 fn a_trickling_client_is_still_cut_at_its_deadline() {
+    // README "Limits", slow client: trickling a byte at a time does not extend
+    // the deadline.
     let server = TestServer::start_with(|c| {
         c.server.limits.request_timeout = Duration::from_millis(600);
     });
@@ -201,6 +224,8 @@ fn a_trickling_client_is_still_cut_at_its_deadline() {
 
 #[test]
 fn per_address_connection_cap() {
+    // README "Running it", --max-connections-per-ip (the flag itself: binary.rs
+    // the_per_address_flags_cap_connections_and_rate).
     let server = TestServer::start_with(|c| {
         c.server.max_connections_per_ip = Some(3);
         c.server.limits.request_timeout = Duration::from_secs(60);

@@ -229,7 +229,7 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut reply = Vec::new();
     match stream.read_to_end(&mut reply) {
         Ok(_) => reply,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reply,
+        Err(e) if closed_by_server(&e) => reply,
         Err(e) => panic!("reading the reply failed: {e}"),
     }
 }
@@ -246,18 +246,44 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
     condition()
 }
 
+/// Whether `e` means the server refused, reset or closed the connection:
+/// what a client may see from a stopping, killed or failing server. Any
+/// other error (a timeout, above all) is a fault the test must not hide.
+pub fn closed_by_server(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{
+        BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset, UnexpectedEof,
+    };
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
 /// Sends `n` on a fresh connection and returns the reply letter if a
-/// complete `T` or `F` arrived; `None` if the connection failed or closed
-/// without a reply (as it may while a server stops). Any other reply is a
-/// torn or wrong one and fails the test.
+/// complete `T` or `F` arrived; `None` if the server refused the
+/// connection or closed (or reset) it without a reply, as it may while it
+/// stops or when it cannot log. Anything else fails the test: a torn or
+/// wrong reply, and an error that is not the server closing (a timeout
+/// means the server hung, not that it declined).
 pub fn try_ask(addr: SocketAddr, n: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    let fail = |step: &str, e: std::io::Error| -> Option<String> {
+        assert!(closed_by_server(&e), "asking {n}: {step} failed: {e}");
+        None
+    };
+    let mut stream = match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
+        Ok(stream) => stream,
+        Err(e) => return fail("connect", e),
+    };
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream.write_all(format!("{n}\n").as_bytes()).ok()?;
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("set a read timeout");
+    if let Err(e) = stream.write_all(format!("{n}\n").as_bytes()) {
+        return fail("write", e);
+    }
     let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
+    if let Err(e) = stream.read_to_end(&mut reply) {
+        fail("read", e)?;
+    }
     match reply.as_slice() {
         b"T\n" => Some("T".to_owned()),
         b"F\n" => Some("F".to_owned()),
@@ -414,8 +440,8 @@ impl ServerProcess {
         )
     }
 
-    /// Spawns `program --listen 127.0.0.1:0 ARGS` and waits for its
-    /// "listening" record.
+    /// Spawns `program --listen 127.0.0.1:0 ARGS` (`ARGS` may name
+    /// another `--listen`) and waits for its "listening" record.
     fn spawn(
         program: &str,
         args: &[String],
@@ -424,8 +450,10 @@ impl ServerProcess {
         customize: impl FnOnce(&mut Command),
     ) -> ServerProcess {
         let mut command = Command::new(program);
+        if !args.iter().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -752,6 +780,61 @@ pub fn proxy_v2_local() -> Vec<u8> {
 /// `/proc/net/tcp` instead skips rows while other tests churn through
 /// thousands of sockets.)
 pub fn server_read(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let found = sock_diag(server, client)?;
+    // 1 is TCP_ESTABLISHED, 8 CLOSE_WAIT (the client half-closed); an
+    // exact lookup falls back to the listener (10) before accept.
+    if ![1, 8].contains(&found.state) {
+        return None;
+    }
+    Some(found.bytes_received? - u64::from(found.recv_queue))
+}
+
+/// How many connections wait in the accept queue of the listener at
+/// `listener` (completed by the kernel, not yet accepted by the server),
+/// asked of the kernel through sock_diag; `None` when nothing listens
+/// there. Lets a test wait until its connections are queued behind a full
+/// server instead of sleeping.
+pub fn accept_queue(listener: SocketAddr) -> Option<u64> {
+    // No connection has the unspecified peer, so the exact lookup falls
+    // back to the listening socket, whose receive queue is its accept queue.
+    let nobody = SocketAddr::new(
+        if listener.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        },
+        0,
+    );
+    let found = sock_diag(listener, nobody)?;
+    // 10 is TCP_LISTEN.
+    (found.state == 10).then_some(u64::from(found.recv_queue))
+}
+
+/// The TCP state of the server's side of the connection `server` <-
+/// `client` (1 established, 3 SYN-received: a handshake the kernel holds
+/// back, as with `TCP_DEFER_ACCEPT`, 8 close-wait, ...), or `None` when
+/// the kernel has no such connection (not even half-open).
+pub fn server_side_state(server: SocketAddr, client: SocketAddr) -> Option<u8> {
+    // 10 (listen) is the fallback to the listener: no such connection.
+    sock_diag(server, client)
+        .map(|found| found.state)
+        .filter(|&state| state != 10)
+}
+
+/// What sock_diag says about one socket.
+struct SockInfo {
+    /// The TCP state (1 established, 8 close-wait, 10 listen, ...).
+    state: u8,
+    /// Bytes queued unread; for a listener, connections not yet accepted.
+    recv_queue: u32,
+    /// Bytes received in all (from `tcp_info`), when given.
+    bytes_received: Option<u64>,
+}
+
+/// Looks up the TCP socket `local` <- `peer` through sock_diag (an exact
+/// lookup, falling back to the listener on `local` as the kernel does);
+/// `None` when there is no such socket.
+fn sock_diag(local: SocketAddr, peer: SocketAddr) -> Option<SockInfo> {
     use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
     use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
     use netlink_packet_sock_diag::inet::{
@@ -770,15 +853,15 @@ pub fn server_read(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
     let request = InetRequest {
-        family: if server.is_ipv4() { AF_INET } else { AF_INET6 },
+        family: if local.is_ipv4() { AF_INET } else { AF_INET6 },
         protocol: IPPROTO_TCP,
         extensions: ExtensionFlags::INFO,
         states: StateFlags::all(),
         socket_id: SocketId {
-            source_port: server.port(),
-            destination_port: client.port(),
-            source_address: server.ip(),
-            destination_address: client.ip(),
+            source_port: local.port(),
+            destination_port: peer.port(),
+            source_address: local.ip(),
+            destination_address: peer.ip(),
             interface_id: 0,
             cookie: [0xff; 8],
         },
@@ -795,18 +878,14 @@ pub fn server_read(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     let reply =
         NetlinkMessage::<SockDiagMessage>::deserialize(&answer[..n]).expect("a sock_diag message");
     match reply.payload {
-        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-            // 1 is TCP_ESTABLISHED, 8 CLOSE_WAIT (the client half-closed);
-            // an exact lookup falls back to the listener (10) before accept.
-            if ![1, 8].contains(&response.header.state) {
-                return None;
-            }
-            let received = response.nlas.iter().find_map(|nla| match nla {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => Some(SockInfo {
+            state: response.header.state,
+            recv_queue: response.header.recv_queue,
+            bytes_received: response.nlas.iter().find_map(|nla| match nla {
                 Nla::TcpInfo(info) => Some(info.bytes_received),
                 _ => None,
-            })?;
-            Some(received - u64::from(response.header.recv_queue))
-        }
+            }),
+        }),
         // ENOENT: no such socket (yet, or any more).
         NetlinkPayload::Error(_) => None,
         other => panic!("unexpected sock_diag answer {other:?}"),
