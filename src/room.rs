@@ -226,12 +226,6 @@ impl Room {
                 self.admit(conn, park, core);
             }
             let now = Instant::now();
-            if now.duration_since(self.swept) >= SWEEP_EVERY {
-                // The accept loop wakes workers for what it queues, at the
-                // latest before it can block; this bounds any slip to a
-                // second.
-                core.clone().wake_workers();
-            }
             if core.stopping() && !self.stopping {
                 self.stop(core);
             }

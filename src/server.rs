@@ -327,27 +327,9 @@ fn accept_loop<H: Handler>(
     core: &Arc<Core<H>>,
 ) {
     let mut backoff = BACKOFF_START;
-    let mut unwoken = 0;
     while !shutdown.is_requested() {
-        // Connections queued without waking a worker: wake now, before
-        // anything here can block, or after a batch.
-        if unwoken > 0 && (unwoken >= WAKE_BATCH || backlog_len(listener) == 0) {
-            core.wake_workers();
-            unwoken = 0;
-        }
         core.health.acceptor_idle();
-        let slot = match slots.try_acquire() {
-            Some(slot) => slot,
-            None => {
-                // At the cap: the connections queued so far must be served
-                // for a slot to come back.
-                if unwoken > 0 {
-                    core.wake_workers();
-                    unwoken = 0;
-                }
-                slots.acquire()
-            }
-        };
+        let slot = slots.acquire();
         if shutdown.is_requested() {
             break;
         }
@@ -362,7 +344,6 @@ fn accept_loop<H: Handler>(
                     break;
                 }
                 admit(core, stream, peer, slot);
-                unwoken += 1;
             }
             Err(_) if shutdown.is_requested() => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -375,41 +356,6 @@ fn accept_loop<H: Handler>(
             }
         }
     }
-    core.wake_workers();
-}
-
-/// Connections the accept loop queues, at most, before it wakes a worker.
-const WAKE_BATCH: usize = 16;
-
-/// Connections waiting in the listener's accept queue (Linux reports it as
-/// `tcpi_unacked` of a listening socket); 0 when unknown.
-#[cfg(target_os = "linux")]
-fn backlog_len(listener: &TcpListener) -> u32 {
-    use std::os::fd::AsRawFd;
-    // SAFETY: tcp_info is plain data; zero is a valid value for every field.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).unwrap_or(0);
-    // SAFETY: a valid socket, and a pointer and length describing `info`.
-    let rc = unsafe {
-        libc::getsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            std::ptr::from_mut(&mut info).cast(),
-            &raw mut len,
-        )
-    };
-    if rc == 0 {
-        info.tcpi_unacked
-    } else {
-        0
-    }
-}
-
-/// Elsewhere the accept queue cannot be read: wake at once.
-#[cfg(not(target_os = "linux"))]
-fn backlog_len(_listener: &TcpListener) -> u32 {
-    0
 }
 
 /// Wraps an accepted socket and hands it to the core.
@@ -452,7 +398,6 @@ fn drain_backlog<H: Handler>(
                 // other systems differ: make sure.
                 if stream.set_nonblocking(false).is_ok() {
                     admit(core, stream, peer, slot);
-                    core.wake_workers();
                     served += 1;
                 }
             }

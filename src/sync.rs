@@ -50,13 +50,6 @@ impl Semaphore {
         self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a permit if one is free, without waiting.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        self.try_take().then(|| Permit {
-            semaphore: Arc::clone(self),
-        })
-    }
-
     /// Blocks until a permit is free and takes it; the permit goes back
     /// when the returned guard is dropped (a panic included).
     pub fn acquire(self: &Arc<Self>) -> Permit {

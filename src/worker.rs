@@ -117,9 +117,6 @@ pub trait Serve: Send + Sync {
     fn log(&self) -> &Logger;
     /// Where the room marks that its loop turned.
     fn health(&self) -> &Health;
-    /// Wakes workers for connections queued without a wake-up (a safety
-    /// net the room runs every turn; normally a no-op).
-    fn wake_workers(self: Arc<Self>);
 }
 
 /// Connections waiting for a worker, in arrival order.
@@ -199,33 +196,13 @@ impl<H: Handler> Core<H> {
             conn.expect_proxy_header();
         }
         match self.poll_input(&mut conn, true) {
-            Input::Ready => self.enqueue(conn, false),
+            Input::Ready => Arc::clone(self).dispatch(conn),
             Input::Wait if self.stopping() => {
                 self.metrics.closed_at_stop.inc();
             }
             Input::Wait => self.room.park(conn, Park::Read),
             Input::Closed => {}
         }
-    }
-
-    /// Queues a ready connection for a worker; with `wake`, wakes workers
-    /// if the queue needs more (see [`Core::wake_workers`]), else leaves
-    /// that to a later call (the accept loop batches the connections it
-    /// finds waiting).
-    pub fn enqueue(self: &Arc<Self>, conn: Connection, wake: bool) {
-        self.metrics.queued.inc();
-        let mut ready = self.lock_ready();
-        ready.queue.push_back(conn);
-        if wake {
-            self.post_drainers(ready);
-        }
-    }
-
-    /// Posts pool jobs to drain the ready queue if it is longer than the
-    /// jobs already draining it.
-    pub fn wake_workers(self: &Arc<Self>) {
-        let ready = self.lock_ready();
-        self.post_drainers(ready);
     }
 
     /// Wakes another worker only when the queue outgrows the workers
@@ -259,7 +236,7 @@ impl<H: Handler> Core<H> {
     }
 
     /// A pool job: serves ready connections from the queue. When the queue
-    /// is empty it waits for more (woken by the next [`Core::enqueue`],
+    /// is empty it waits for more (woken by the next `dispatch`,
     /// one futex wake, no pool channel) for up to [`DRAINER_IDLE`], then
     /// ends and its thread goes back to the pool. A stop ends it at once.
     fn drain(self: Arc<Self>) {
@@ -451,7 +428,10 @@ impl<H: Handler> Core<H> {
 
 impl<H: Handler> Serve for Core<H> {
     fn dispatch(self: Arc<Self>, conn: Connection) {
-        self.enqueue(conn, true);
+        self.metrics.queued.inc();
+        let mut ready = self.lock_ready();
+        ready.queue.push_back(conn);
+        self.post_drainers(ready);
     }
 
     fn after_flush(self: Arc<Self>, conn: Connection, then: Then) {
@@ -515,9 +495,5 @@ impl<H: Handler> Serve for Core<H> {
 
     fn health(&self) -> &Health {
         &self.health
-    }
-
-    fn wake_workers(self: Arc<Self>) {
-        Core::wake_workers(&self);
     }
 }
