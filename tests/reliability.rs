@@ -491,6 +491,93 @@ fn kill_9_never_leaves_a_reply_without_its_audit_line() {
 }
 
 #[test]
+fn kill_9_during_a_pipelined_flood_never_leaves_a_reply_without_its_audit_line() {
+    // README "The audit log" and "Keep-alive mode": the audit lines of a
+    // batch of pipelined lines are written before any of their replies, so
+    // after `kill -9` in the middle of a pipelined flood every reply a
+    // client received has its audit line: per connection, the first k
+    // lines logged for it are the k answers it got, in order.
+    let mut server = ServerProcess::start(&["--keep-alive", "--idle-timeout", "60s"]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let stream = connect(addr);
+            let peer = stream.local_addr().expect("local address").to_string();
+            let mut writer = stream.try_clone().expect("clone the stream");
+            // Numbers from 10^6 up, so every client's lines differ and
+            // the replies mix T and F.
+            let first = 1_000_000 * (c + 1);
+            let sender = std::thread::spawn(move || {
+                for chunk in 0..2_000u64 {
+                    let batch: String = (0..1_000)
+                        .map(|i| format!("{}\n", first + chunk * 1_000 + i))
+                        .collect();
+                    if writer.write_all(batch.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+            let receiver = std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut got = Vec::new();
+                let mut buf = [0u8; 65536];
+                // Until the kill closes the connection (or the read
+                // timeout, if it never comes).
+                while let Ok(n @ 1..) = std::io::Read::read(&mut stream, &mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got
+            });
+            (peer, first, sender, receiver)
+        })
+        .collect();
+    assert!(
+        wait_until(IO_TIMEOUT, || server.audit_lines().len() >= 20_000),
+        "the flood did not get going"
+    );
+    server.signal(libc::SIGKILL);
+    server.wait(Duration::from_secs(10));
+    let lines = server.audit_lines();
+    let mut total = 0;
+    for (peer, first, sender, receiver) in clients {
+        let _ = sender.join();
+        let got = receiver.join().expect("receiver");
+        // A reply write cut short by the kill may leave a letter without
+        // its newline: only whole replies count as received.
+        let replies: Vec<&[u8]> = got.chunks_exact(2).collect();
+        let logged: Vec<(String, String)> = lines
+            .iter()
+            .map(|l| parse_audit(l))
+            .filter(|r| r.peer == peer)
+            .map(|r| {
+                (
+                    r.phrase.split('\'').nth(1).unwrap_or_default().to_owned(),
+                    r.code,
+                )
+            })
+            .collect();
+        assert!(
+            logged.len() >= replies.len(),
+            "{peer}: {} replies received but only {} audit lines",
+            replies.len(),
+            logged.len()
+        );
+        for (i, (reply, (n, code))) in replies.iter().zip(&logged).enumerate() {
+            let sent = (first + i as u64).to_string();
+            assert_eq!(n, &sent, "{peer}: audit line {i} is for another line");
+            assert_eq!(
+                reply,
+                &format!("{code}\n").as_bytes(),
+                "{peer}: reply {i} differs from its audit line"
+            );
+        }
+        total += replies.len();
+    }
+    assert!(total > 1_000, "too few replies to mean anything: {total}");
+    eprintln!("kill -9 during a pipelined flood: {total} replies, each with its audit line");
+}
+
+#[test]
 fn a_stop_answers_every_connection_queued_in_the_backlog() {
     // README "Limits", Ctrl-C under load: connections the kernel had
     // completed but not handed over are answered too. Two stalled clients
