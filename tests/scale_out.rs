@@ -14,34 +14,21 @@ mod support;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{parse_audit, read_lines, skip, try_connect_from, wait_until, ServerProcess};
+use support::{
+    haproxy, parse_audit, read_lines, skip, try_connect_from, wait_until, ServerProcess,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const BACKEND: &str = "prime_servers";
 const NAMES: [&str; 3] = ["p1", "p2", "p3"];
 /// The clients' source addresses: 127.0.0.11 to 127.0.0.20.
 const CLIENT_HOSTS: std::ops::RangeInclusive<u8> = 11..=20;
-/// The descriptor HAProxy finds its listening socket on (`bind fd@3`).
-const LISTEN_FD: i32 = 3;
 /// Longest any phase of the test may take.
 const PHASE: Duration = Duration::from_secs(40);
-
-/// `tool` on the PATH or in /usr/sbin, /sbin.
-fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
 
 /// The instance flags, shared by the first and the restarted processes.
 /// Only HAProxy (127.0.0.1) may send a header: the clients, though also on
@@ -96,48 +83,12 @@ rm -f "$dir/$name.pid" "$dir/$name.exit"
 fn haproxy_config(dir: &Path, servers: &[(&str, SocketAddr, SocketAddr)]) -> String {
     let shipped = std::fs::read_to_string(format!("{ROOT}/deploy/haproxy.cfg"))
         .expect("read deploy/haproxy.cfg");
-    let socket = dir.join("haproxy.sock");
-    let mut out = String::new();
-    let (mut stats, mut maxconn, mut bind, mut server_lines) = (0, 0, 0, 0);
-    for line in shipped.lines() {
-        let code = line.trim_start();
-        if code.starts_with("stats socket ") {
-            stats += 1;
-            out.push_str(&format!(
-                "    stats socket {} mode 600 level admin\n",
-                socket.display()
-            ));
-        } else if code.starts_with("maxconn ") {
-            // HAProxy wants 2 descriptors per connection and will not start
-            // if it cannot raise RLIMIT_NOFILE that far (20000 needs 40034;
-            // containers often cap the hard limit at 20000 or less). The
-            // test opens a few dozen at once: 1000 fits anywhere.
-            maxconn += 1;
-            out.push_str("    maxconn 1000\n");
-        } else if code.starts_with("bind ") {
-            bind += 1;
-            out.push_str(&format!("    bind fd@{LISTEN_FD}\n"));
-        } else if code.starts_with("server ") {
-            server_lines += 1;
-            if server_lines == 1 {
-                for (name, addr, admin) in servers {
-                    out.push_str(&format!(
-                        "    server {name} {addr} check port {}\n",
-                        admin.port()
-                    ));
-                }
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert_eq!(
-        (stats, maxconn, bind),
-        (1, 1, 1),
-        "deploy/haproxy.cfg changed shape: expected one `stats socket`, `maxconn` and `bind` line"
-    );
-    assert!(server_lines > 0, "deploy/haproxy.cfg has no `server` line");
+    // HAProxy wants 2 descriptors per connection and will not start if it
+    // cannot raise RLIMIT_NOFILE that far (20000 needs 40034; containers
+    // often cap the hard limit at 20000 or less). The test opens a few
+    // dozen at once: 1000 fits anywhere.
+    let out = haproxy::config(&shipped, &dir.join("haproxy.sock"), 1000, servers)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     for option in [
         "mode tcp",
         "send-proxy-v2",
@@ -151,69 +102,9 @@ fn haproxy_config(dir: &Path, servers: &[(&str, SocketAddr, SocketAddr)]) -> Str
     out
 }
 
-/// HAProxy in the foreground (`-db`) on `cfg`, its frontend on `listener`
-/// passed as descriptor 3, its log and messages in `log`.
-fn start_haproxy(haproxy: &Path, cfg: &Path, listener: &TcpListener, log: &Path) -> Child {
-    let fd = listener.as_raw_fd();
-    let output = std::fs::File::create(log).expect("create the HAProxy log");
-    let mut command = Command::new(haproxy);
-    command
-        .arg("-db")
-        .arg("-f")
-        .arg(cfg)
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("clone log file"))
-        .stderr(output);
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only dup2/fcntl, which are async-signal-safe; it touches no memory
-    // shared with the parent. It puts the listening socket on descriptor 3
-    // without close-on-exec, which is how HAProxy's `fd@3` finds it.
-    unsafe {
-        command.pre_exec(move || {
-            let rc = if fd == LISTEN_FD {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, LISTEN_FD)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.spawn().expect("spawn haproxy")
-}
-
-/// One runtime API command on HAProxy's stats socket; the answer, or
-/// `None` while the socket is not there yet.
-fn haproxy_api(socket: &Path, command: &str) -> Option<String> {
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_read_timeout(Some(PHASE)).ok()?;
-    stream.write_all(format!("{command}\n").as_bytes()).ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
-
-/// The last health-check result of each server of the backend, from
-/// `show stat` (`L7OK` once GET /readyz on its admin port answered 200).
+/// The last health-check result of each server of the backend, by name.
 fn check_statuses(socket: &Path) -> HashMap<String, String> {
-    let Some(answer) = haproxy_api(socket, "show stat") else {
-        return HashMap::new();
-    };
-    let mut lines = answer.lines();
-    let header = lines.next().unwrap_or_default();
-    let columns: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
-    let col = |name: &str| columns.iter().position(|c| *c == name);
-    let (Some(px), Some(sv), Some(check)) = (col("pxname"), col("svname"), col("check_status"))
-    else {
-        return HashMap::new();
-    };
-    lines
-        .map(|line| line.split(',').collect::<Vec<_>>())
-        .filter(|f| f.get(px) == Some(&BACKEND))
-        .filter_map(|f| Some(((*f.get(sv)?).to_owned(), (*f.get(check)?).to_owned())))
-        .collect()
+    haproxy::check_statuses(socket, PHASE).into_iter().collect()
 }
 
 /// Runs `deploy/rolling-restart.sh` on the three instances with the
@@ -232,7 +123,7 @@ fn rolling_restart(dir: &Path, socket: &Path) -> Result<(ExitStatus, Duration), 
         .arg(socket)
         .args([
             "--backend",
-            BACKEND,
+            haproxy::BACKEND,
             "--drain-timeout",
             "20",
             "--up-timeout",
@@ -344,11 +235,11 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn three_instances_behind_haproxy_survive_a_rolling_restart_under_load() {
-    let Some(haproxy) = find_tool("haproxy") else {
+    let Some(haproxy_bin) = haproxy::find_tool("haproxy") else {
         skip("haproxy is not installed (make test installs it with apt-get where it can)");
         return;
     };
-    if find_tool("socat").is_none() {
+    if haproxy::find_tool("socat").is_none() {
         skip("socat is not installed; deploy/rolling-restart.sh needs it (make test installs it)");
         return;
     }
@@ -384,7 +275,12 @@ fn three_instances_behind_haproxy_survive_a_rolling_restart_under_load() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the frontend");
     let front = listener.local_addr().expect("frontend address");
     let haproxy_log = d.join("haproxy.log");
-    let mut haproxy = KillOnDrop(start_haproxy(&haproxy, &cfg, &listener, &haproxy_log));
+    let log = std::fs::File::create(&haproxy_log).expect("create the HAProxy log");
+    let log_too = log.try_clone().expect("clone the HAProxy log");
+    let mut haproxy = KillOnDrop(
+        haproxy::spawn(&haproxy_bin, &cfg, &listener, log.into(), log_too.into())
+            .expect("spawn haproxy"),
+    );
     drop(listener);
     let socket = d.join("haproxy.sock");
     // HAProxy starts with every server up; wait for a real check of each

@@ -8,33 +8,28 @@
 //! bench discards).
 
 use anyhow::{bail, Context};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The backend `deploy/haproxy.cfg` names.
-pub const BACKEND: &str = "prime_servers";
-/// The descriptor HAProxy finds its listening socket on (`bind fd@3`).
-const LISTEN_FD: i32 = 3;
+/// The harness the scale-out test uses too: the configuration derived from
+/// the shipped file, the start on descriptor 3, the runtime API.
+#[path = "../../tests/support/haproxy.rs"]
+mod harness;
+
 /// Longest HAProxy may take to start and see every instance healthy (its
 /// checks run every second and need two successes).
 const UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one runtime API command may take.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// HAProxy's `maxconn`: the shipped 20000 needs an open-files limit of
 /// about 40,000, more than containers allow; the bench needs a few dozen.
 const MAXCONN: u32 = 1000;
 
 /// `haproxy` on the PATH or in /usr/sbin, /sbin.
 pub fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join("haproxy"))
-        .find(|p| p.is_file())
+    harness::find_tool("haproxy")
 }
 
 /// The shipped configuration, `deploy/haproxy.cfg` at the workspace root.
@@ -45,61 +40,25 @@ pub fn shipped_config_path() -> PathBuf {
         .join("haproxy.cfg")
 }
 
-/// `shipped` with only its addresses changed: the stats socket at
-/// `socket`, the frontend on the inherited descriptor 3, one `server` line
-/// per instance (its service address, and its admin port for the
-/// `/readyz` check), and `maxconn` lowered to fit the open-files limit.
-/// Every other line (timeouts, retries, balance, PROXY v2, checks, logging)
-/// is the shipped one.
+/// `shipped` with only its addresses changed, one `server` line per
+/// instance (`p1`, `p2`, ...: service address, admin port) and `maxconn`
+/// lowered to fit the open-files limit.
 ///
 /// # Errors
 ///
-/// The shipped file no longer has the one `stats socket`, `maxconn` and
-/// `bind` line and the `server` lines this rewrites.
+/// The shipped file changed shape (see the harness's `config`).
 pub fn config(
     shipped: &str,
     socket: &Path,
     instances: &[(SocketAddr, SocketAddr)],
 ) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let (mut stats, mut maxconn, mut bind, mut servers) = (0, 0, 0, 0);
-    for line in shipped.lines() {
-        let code = line.trim_start();
-        if code.starts_with("stats socket ") {
-            stats += 1;
-            out.push_str(&format!(
-                "    stats socket {} mode 600 level admin\n",
-                socket.display()
-            ));
-        } else if code.starts_with("maxconn ") {
-            maxconn += 1;
-            out.push_str(&format!("    maxconn {MAXCONN}\n"));
-        } else if code.starts_with("bind ") {
-            bind += 1;
-            out.push_str(&format!("    bind fd@{LISTEN_FD}\n"));
-        } else if code.starts_with("server ") {
-            servers += 1;
-            if servers == 1 {
-                for (i, (addr, admin)) in instances.iter().enumerate() {
-                    out.push_str(&format!(
-                        "    server p{} {addr} check port {}\n",
-                        i + 1,
-                        admin.port()
-                    ));
-                }
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if (stats, maxconn, bind) != (1, 1, 1) || servers == 0 {
-        bail!("deploy/haproxy.cfg changed shape: expected one `stats socket`, `maxconn` and `bind` line and `server` lines");
-    }
-    if !out.contains(&format!("backend {BACKEND}")) || !out.contains("send-proxy-v2") {
-        bail!("deploy/haproxy.cfg no longer has backend {BACKEND} with send-proxy-v2");
-    }
-    Ok(out)
+    let names: Vec<String> = (1..=instances.len()).map(|i| format!("p{i}")).collect();
+    let servers: Vec<(&str, SocketAddr, SocketAddr)> = names
+        .iter()
+        .zip(instances)
+        .map(|(name, (addr, admin))| (name.as_str(), *addr, *admin))
+        .collect();
+    harness::config(shipped, socket, MAXCONN, &servers)
 }
 
 /// A running HAProxy; dropping it stops it.
@@ -136,43 +95,17 @@ impl Haproxy {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let messages = dir.join("haproxy.stderr");
-        let fd = listener.as_raw_fd();
-        let mut command = Command::new(binary);
-        command
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            // The per-connection log (`log stdout`) is discarded.
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&messages)?);
-        // SAFETY: the closure runs in the forked child before exec and calls
-        // only dup2/fcntl, which are async-signal-safe; it touches no memory
-        // shared with the parent. It puts the listening socket on
-        // descriptor 3 without close-on-exec, where `bind fd@3` finds it.
-        unsafe {
-            command.pre_exec(move || {
-                let rc = if fd == LISTEN_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, LISTEN_FD)
-                };
-                if rc < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
+        // The per-connection log (`log stdout`) is discarded.
+        let stderr = std::fs::File::create(&messages)?;
+        let child = harness::spawn(binary, &cfg, &listener, Stdio::null(), stderr.into())
             .with_context(|| format!("cannot run {}", binary.display()))?;
         // HAProxy holds its own copy of the socket now.
         drop(listener);
         let mut haproxy = Haproxy { addr, child };
         let until = Instant::now() + UP_TIMEOUT;
         loop {
-            let statuses = check_statuses(&socket);
-            if statuses.len() == instances.len() && statuses.iter().all(|s| s == "L7OK") {
+            let statuses = harness::check_statuses(&socket, API_TIMEOUT);
+            if statuses.len() == instances.len() && statuses.iter().all(|(_, s)| s == "L7OK") {
                 return Ok(haproxy);
             }
             let exited = haproxy.child.try_wait().ok().flatten();
@@ -202,43 +135,6 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The last check result of each server of the backend, from the runtime
-/// API's `show stat` (`L7OK` once `GET /readyz` answered 200); empty while
-/// the socket is not there yet.
-fn check_statuses(socket: &Path) -> Vec<String> {
-    let Ok(mut stream) = UnixStream::connect(socket) else {
-        return Vec::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(b"show stat\n").is_err() {
-        return Vec::new();
-    }
-    let mut answer = String::new();
-    if stream.read_to_string(&mut answer).is_err() {
-        return Vec::new();
-    }
-    statuses_in(&answer)
-}
-
-/// The `check_status` of every server (not the backend's own row) of
-/// [`BACKEND`] in a `show stat` CSV.
-fn statuses_in(csv: &str) -> Vec<String> {
-    let mut lines = csv.lines();
-    let header = lines.next().unwrap_or_default();
-    let columns: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
-    let col = |name: &str| columns.iter().position(|c| *c == name);
-    let (Some(px), Some(sv), Some(check)) = (col("pxname"), col("svname"), col("check_status"))
-    else {
-        return Vec::new();
-    };
-    lines
-        .map(|line| line.split(',').collect::<Vec<_>>())
-        .filter(|f| f.get(px) == Some(&BACKEND))
-        .filter(|f| !matches!(f.get(sv), Some(&"BACKEND" | &"FRONTEND")))
-        .filter_map(|f| Some((*f.get(check)?).to_owned()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -285,7 +181,11 @@ mod tests {
             prime_servers,p2,0,L4CON,DOWN\n\
             prime_servers,BACKEND,0,,UP\n\
             other,p9,0,L7OK,UP\n";
-        assert_eq!(statuses_in(csv), ["L7OK", "L4CON"]);
-        assert!(statuses_in("").is_empty());
+        let statuses = harness::statuses_in(csv);
+        assert_eq!(
+            statuses,
+            [("p1".into(), "L7OK".into()), ("p2".into(), "L4CON".into())]
+        );
+        assert!(harness::statuses_in("").is_empty());
     }
 }

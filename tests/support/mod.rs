@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod haproxy;
+
 use prime_server::admin::{Admin, AdminView};
 use prime_server::health::Health;
 use prime_server::logging;
