@@ -216,6 +216,26 @@ struct Writer {
     tracker: Option<Tracker>,
 }
 
+impl Writer {
+    /// Makes `new`, just opened at the log's path, the file lines go to,
+    /// whichever path switched (a SIGHUP reopen, or the reopen after a
+    /// failed sync): the seal tracker hears of it (a `reopen` seal for the
+    /// same file, a `rotate` seal and a new file of the chain for another),
+    /// and a pending undo, recorded against the old file, is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The new file's identity or size cannot be read; nothing changed.
+    fn switch_to(&mut self, new: File) -> io::Result<()> {
+        if let Some(tracker) = self.tracker.as_mut() {
+            tracker.reopened(FileId::of(&new)?, new.metadata()?.len());
+        }
+        self.file = Arc::new(new);
+        self.undo = None;
+        Ok(())
+    }
+}
+
 /// What the background threads are told.
 #[derive(Debug, Default)]
 struct Control {
@@ -405,19 +425,10 @@ impl AuditLog {
         if let Err(e) = self.shared.timed_sync(&writer.file) {
             error!(self.shared.log, "cannot sync the audit log before reopening it"; "error" => %e);
         }
-        if let Some(tracker) = writer.tracker.as_mut() {
-            let id = FileId::of(&new)?;
-            let size = new.metadata()?.len();
-            tracker.reopened(id, size);
-        }
-        writer.file = Arc::new(new);
-        writer.undo = None;
+        writer.switch_to(new)?;
         drop(writer);
         self.shared.metrics.reopens.inc();
-        if self.shared.sealer.is_some() {
-            self.shared.lock_control().seal_now = true;
-            self.shared.control_signal.notify_all();
-        }
+        self.shared.seal_soon();
         Ok(())
     }
 
@@ -597,13 +608,25 @@ impl Shared {
         let upto = self.written.load(Ordering::Acquire);
         error!(self.log, "audit log sync failed; the requests it covered are not answered";
             "error" => %e, "path" => %self.path.display());
-        match open_append(&self.path) {
-            Ok(file) => writer.file = Arc::new(file),
+        match open_append(&self.path).and_then(|file| writer.switch_to(file)) {
+            Ok(()) => {
+                drop(writer);
+                self.seal_soon();
+            }
             Err(e) => {
                 error!(self.log, "cannot reopen the audit log after a failed sync"; "error" => %e);
             }
         }
         upto
+    }
+
+    /// Wakes the sealing thread to seal now (a file was switched), when
+    /// there is one.
+    fn seal_soon(&self) {
+        if self.sealer.is_some() {
+            self.lock_control().seal_now = true;
+            self.control_signal.notify_all();
+        }
     }
 
     /// The background threads' instructions.
@@ -1039,6 +1062,53 @@ mod tests {
             report.unsealed.is_empty() && report.late.is_empty(),
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn the_reopen_after_a_failed_sync_tells_the_seal_chain() {
+        // The path is first a link to /dev/null, which refuses fdatasync;
+        // then a real file. The failed sync reopens the path, and the seal
+        // chain must hear of the new file exactly as on a SIGHUP reopen:
+        // with an interval of an hour, only that switch can cause a seal.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("seal.state");
+        crate::seal::keygen(&state).unwrap();
+        let path = link(dir.path(), Path::new("/dev/null"));
+        let metrics = AuditMetrics::default();
+        let options = SealOptions {
+            state,
+            interval: Duration::from_secs(3600),
+        };
+        let log = AuditLog::open(
+            &path,
+            SyncPolicy::Always,
+            Some(&options),
+            metrics.clone(),
+            &discard(),
+        )
+        .unwrap();
+        let file = dir.path().join("real.log");
+        link(dir.path(), &file);
+        assert!(matches!(log.append(b"x\n"), Err(AppendError::Sync(_))));
+        assert!(
+            sealed(&metrics, 1),
+            "the switch to another file did not seal"
+        );
+        // The old file's seals end with `rotate` (its sidecar is set aside
+        // as an orphan: /dev/null is not in the log's directory).
+        let seals: String = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("audit.log.seal"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert!(
+            seals.contains(" why=rotate "),
+            "the chain did not end the old file: {seals:?}"
+        );
+        log.append(b"y\n").unwrap();
+        log.close();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "y\n");
     }
 
     #[test]
