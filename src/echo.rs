@@ -64,11 +64,9 @@ impl Handler for EchoService {
                         debug!(log, "echo"; "peer" => %conn.peer(),
                             "line" => escape_bytes(&line, LOGGED_LINE_LIMIT).quoted());
                     }
-                    let mut reply = Vec::with_capacity(PREFIX.len() + line.len() + 1);
-                    reply.extend_from_slice(PREFIX);
-                    reply.extend_from_slice(&line);
-                    reply.push(b'\n');
-                    conn.queue_reply(&reply);
+                    conn.queue_reply(PREFIX);
+                    conn.queue_reply(&line);
+                    conn.queue_reply(b"\n");
                     self.lines.inc();
                 }
                 Line::TooLong(_) => {

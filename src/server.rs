@@ -472,8 +472,13 @@ fn raise_nofile_limit() -> io::Result<u64> {
 /// Sets `TCP_DEFER_ACCEPT` on a listening socket: the kernel completes the
 /// handshake but hands the connection to `accept()` only when data arrives,
 /// or once `wait` has passed (then the request deadline applies as usual).
+/// Public so the bench's floor server sets it exactly as the server does.
+///
+/// # Errors
+///
+/// The `setsockopt` failed, or the platform has no such option.
 #[cfg(target_os = "linux")]
-fn set_defer_accept(listener: &TcpListener, wait: Duration) -> io::Result<()> {
+pub fn set_defer_accept(listener: &TcpListener, wait: Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let seconds = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
     let len =
@@ -498,7 +503,7 @@ fn set_defer_accept(listener: &TcpListener, wait: Duration) -> io::Result<()> {
 
 /// Elsewhere there is no such option; connections reach the room first.
 #[cfg(not(target_os = "linux"))]
-fn set_defer_accept(_listener: &TcpListener, _wait: Duration) -> io::Result<()> {
+pub fn set_defer_accept(_listener: &TcpListener, _wait: Duration) -> io::Result<()> {
     Err(io::Error::new(
         ErrorKind::Unsupported,
         "TCP_DEFER_ACCEPT is Linux-only",

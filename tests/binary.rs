@@ -8,8 +8,8 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use support::{
-    ask, audited_answers, connect, connect_sending, read_to_close, under_load, unused_addr,
-    wait_until, ServerProcess, IO_TIMEOUT,
+    ask, audited_answers, connect, connect_sending, read_to_close, reply_for, under_load,
+    unused_addr, wait_until, ServerProcess, IO_TIMEOUT,
 };
 
 /// Runs a binary to completion with a bounded wait and no stdin.
@@ -435,15 +435,7 @@ fn the_per_address_flags_cap_connections_and_rate() {
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let replies = read_to_close(&mut stream);
     let elapsed = started.elapsed();
-    let expected: String = (0..60u64)
-        .map(|n| {
-            if prime_server::prime::is_prime_u64(n) {
-                "T\n"
-            } else {
-                "F\n"
-            }
-        })
-        .collect();
+    let expected: String = (0..60u64).map(reply_for).collect();
     assert_eq!(String::from_utf8(replies).unwrap(), expected);
     // A full bucket (20) at once, the other 40 at 20 a second.
     assert!(

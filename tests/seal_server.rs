@@ -10,7 +10,7 @@ mod support;
 use prime_server::seal::{seal_path, Sealer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::{ask, wait_until, ServerProcess, IO_TIMEOUT};
+use support::{ask, reply_for, wait_until, ServerProcess, IO_TIMEOUT};
 
 /// Runs `prime-audit` with `args`.
 fn prime_audit(args: &[&str]) -> Output {
@@ -69,12 +69,7 @@ impl Sealed {
     /// Asks `count` numbers from `first` on, waiting for each answer.
     fn answer(&self, first: u64, count: u64) {
         for n in first..first + count {
-            let expected = if prime_server::prime::is_prime_u64(n) {
-                "T\n"
-            } else {
-                "F\n"
-            };
-            assert_eq!(ask(self.server.addr, &n.to_string()), expected);
+            assert_eq!(ask(self.server.addr, &n.to_string()), reply_for(n));
         }
     }
 

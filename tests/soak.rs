@@ -15,12 +15,11 @@
 
 mod support;
 
-use prime_server::prime::is_prime_u64;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::{parse_audit, ServerProcess};
+use support::{parse_audit, reply_for, ServerProcess};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -94,11 +93,7 @@ fn one_client(addr: SocketAddr, i: u64, tally: &Tally) {
 }
 
 fn expected_for(n: u64) -> &'static [u8] {
-    if is_prime_u64(n) {
-        b"T\n"
-    } else {
-        b"F\n"
-    }
+    reply_for(n).as_bytes()
 }
 
 /// Time an honest request takes behind `idle` silent and `stalled`

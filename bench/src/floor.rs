@@ -11,6 +11,7 @@
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
 
 /// Serves forever (the bench kills it). With `keep_alive`, answers every
 /// line of a connection, one write per batch of lines read together.
@@ -27,7 +28,11 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let listener = prime_server::server::bind(listen)?;
     if defer_accept {
-        set_defer_accept(&listener).context("cannot set TCP_DEFER_ACCEPT")?;
+        // As the server sets it: the kernel keeps a connection until data
+        // arrives (or 5 s pass), so a thread woken from `accept()` never
+        // then sleeps in `read()`.
+        prime_server::server::set_defer_accept(&listener, Duration::from_secs(5))
+            .context("cannot set TCP_DEFER_ACCEPT")?;
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening {}", listener.local_addr()?)?;
@@ -39,39 +44,6 @@ pub fn run(
         }
     });
     Ok(())
-}
-
-/// Keeps connections in the kernel until data arrives (or 5 s pass), so a
-/// thread woken from `accept()` never then sleeps in `read()`. The server
-/// sets this option privately; it is a one-line `setsockopt` that std and
-/// socket2 do not expose, hence libc.
-#[cfg(target_os = "linux")]
-fn set_defer_accept(listener: &TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let seconds: libc::c_int = 5;
-    // SAFETY: a valid socket descriptor, an int option and its true size.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            std::ptr::from_ref(&seconds).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_defer_accept(_listener: &TcpListener) -> std::io::Result<()> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "TCP_DEFER_ACCEPT is Linux-only",
-    ))
 }
 
 fn accept_loop(listener: &TcpListener, keep_alive: bool) {

@@ -357,6 +357,15 @@ pub fn audited_answers(lines: &[String]) -> std::collections::HashSet<(String, S
         .collect()
 }
 
+/// The reply the server owes for the integer `n`: `T\n` or `F\n`.
+pub fn reply_for(n: u64) -> &'static str {
+    if prime_server::prime::is_prime_u64(n) {
+        "T\n"
+    } else {
+        "F\n"
+    }
+}
+
 /// An address nothing listens on (bound, then released).
 pub fn unused_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
