@@ -191,6 +191,12 @@ impl Clients {
         Grant::Wait(now + wait)
     }
 
+    /// Whether `--max-rate-per-ip` is on (otherwise [`Clients::take`]
+    /// grants whatever is asked).
+    pub fn rate_limited(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// Gives back `n` tokens taken by [`Clients::take`] but not used (the
     /// turn had fewer lines than it was granted).
     pub fn refund(&self, ip: IpAddr, n: usize) {

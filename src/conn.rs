@@ -275,6 +275,31 @@ impl LineBuffer {
         self.input.len() > limit
     }
 
+    /// How many lines [`LineBuffer::split_line`] would return now, counting
+    /// at most `at_most`: a rate-limited turn takes no more tokens than it
+    /// can use.
+    pub fn lines_ready(&self, at_most: usize) -> usize {
+        if self.stopped {
+            return 0;
+        }
+        let limit = self.max_line_bytes;
+        let mut rest = &self.input[..];
+        let mut count = 0;
+        while count < at_most {
+            let window = &rest[..rest.len().min(limit.saturating_add(1))];
+            if let Some(at) = window.iter().position(|&b| b == b'\n') {
+                count += 1;
+                rest = &rest[at + 1..];
+            } else {
+                if rest.len() > limit || (self.eof && !rest.is_empty()) {
+                    count += 1;
+                }
+                break;
+            }
+        }
+        count
+    }
+
     /// Splits the next complete, final or over-long line off the buffer.
     pub fn split_line(&mut self) -> Option<Line> {
         if self.stopped {
@@ -543,6 +568,12 @@ impl Connection {
         self.input.readiness()
     }
 
+    /// How many lines [`Connection::next_line`] could take now, counting at
+    /// most `at_most` (see [`LineBuffer::lines_ready`]).
+    pub fn lines_ready(&self, at_most: usize) -> usize {
+        self.input.lines_ready(at_most)
+    }
+
     /// Allows the next `lines` calls of [`Connection::next_line`] in this
     /// turn.
     pub fn grant(&mut self, lines: usize) {
@@ -790,6 +821,34 @@ mod tests {
                         model(stream, limit, eof),
                         "limit {limit}, reads of {size}, eof {eof}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_ready_counts_what_split_line_returns() {
+        let stream = b"17\n\n  4j \r\n123456789\n12345678\n1234567890\n5\n+7";
+        for limit in [1, 2, 8, 9, 10, 64] {
+            for end in 0..=stream.len() {
+                for eof in [false, true] {
+                    let mut buf = LineBuffer::new(limit);
+                    let mut pending = &stream[..end];
+                    while !pending.is_empty() {
+                        feed(&mut buf, &mut pending);
+                    }
+                    if eof {
+                        feed(&mut buf, &mut pending);
+                    }
+                    let ready = buf.lines_ready(usize::MAX);
+                    for at_most in 0..=ready + 1 {
+                        assert_eq!(buf.lines_ready(at_most), ready.min(at_most));
+                    }
+                    let mut split = 0;
+                    while buf.split_line().is_some() {
+                        split += 1;
+                    }
+                    assert_eq!(ready, split, "limit {limit}, {end} bytes, eof {eof}");
                 }
             }
         }

@@ -303,7 +303,13 @@ impl<H: Handler> Core<H> {
             self.batch_lines
         };
         let granted = match &self.clients {
-            Some(clients) if !stopping => clients.take(conn.peer().ip(), want, Instant::now()),
+            Some(clients) if !stopping && clients.rate_limited() => {
+                // No more tokens than the buffered lines can use: tokens a
+                // turn holds are out of reach of the address's other
+                // connections until it ends.
+                let ready = conn.lines_ready(want).max(1);
+                clients.take(conn.peer().ip(), ready, Instant::now())
+            }
             _ => Grant::Lines(want),
         };
         let lines = match granted {

@@ -12,7 +12,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{
-    ask, audited_answers, connect, read_lines, wait_until, ServerProcess, TestServer, IO_TIMEOUT,
+    ask, audited_answers, connect, connect_sending, read_lines, reply_for, wait_until,
+    ServerProcess, TestServer, IO_TIMEOUT,
 };
 
 /// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half
@@ -46,12 +47,7 @@ fn heavy_numbers_wait_in_the_lane_not_on_workers() {
             "the heavy requests should all be in the lane"
         );
         for n in 0..50u64 {
-            let expected = if prime_server::prime::is_prime_u64(n) {
-                "T\n"
-            } else {
-                "F\n"
-            };
-            assert_eq!(ask(server.addr, &n.to_string()), expected);
+            assert_eq!(ask(server.addr, &n.to_string()), reply_for(n));
         }
         assert_eq!(
             heavy_done.load(Ordering::SeqCst),
@@ -197,15 +193,7 @@ fn the_rate_limit_slows_a_flood_without_losing_or_changing_answers() {
     let mut replies = String::new();
     stream.read_to_string(&mut replies).unwrap();
     let elapsed = started.elapsed();
-    let expected: String = (0..300u64)
-        .map(|n| {
-            if prime_server::prime::is_prime_u64(n) {
-                "T\n"
-            } else {
-                "F\n"
-            }
-        })
-        .collect();
+    let expected: String = (0..300u64).map(reply_for).collect();
     assert_eq!(
         replies, expected,
         "every line answered, in order, correctly"
@@ -217,6 +205,35 @@ fn the_rate_limit_slows_a_flood_without_losing_or_changing_answers() {
     );
     assert!(server.metrics.core.throttled.get() > 0);
     assert_eq!(server.audit_lines().len(), 300);
+}
+
+#[test]
+fn a_burst_within_the_rate_is_never_throttled() {
+    // README "Limits", greedy client: the rate limit slows an address
+    // past its rate, and only then. A turn takes tokens for the lines it
+    // can answer, not for a whole batch (64 lines), so bursts of 20
+    // connections from one address, 60 requests in all, within the bucket
+    // of 60 even without a refill, never wait for tokens another turn holds.
+    let server = TestServer::start_with(|c| {
+        c.server.max_rate_per_ip = Some("60/s".parse().unwrap());
+        // Turns overlap more often with more workers.
+        c.server.workers = 8;
+    });
+    for burst in 0..3u64 {
+        let streams: Vec<_> = (0..20u64)
+            .map(|i| connect_sending(server.addr, format!("{}\n", burst * 20 + i).as_bytes()))
+            .collect();
+        for (i, mut stream) in (0..).zip(streams) {
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            assert_eq!(reply, reply_for(burst * 20 + i));
+        }
+    }
+    assert_eq!(
+        server.metrics.core.throttled.get(),
+        0,
+        "a connection waited for tokens though the address was within its rate"
+    );
 }
 
 #[test]
