@@ -437,10 +437,7 @@ impl Room {
                                 "after" => ?entry.conn.limits().idle_timeout);
                         }
                         Input::Wait if !entry.conn.peer_known() => {
-                            core.metrics().proxy_rejected.inc();
-                            warn!(core.log(), "bad PROXY protocol header; closing without a reply";
-                                "peer" => %entry.conn.socket_peer(),
-                                "reason" => %ProxyError::Incomplete);
+                            core.reject_proxy(entry.conn.socket_peer(), &ProxyError::Incomplete);
                         }
                         Input::Wait => {
                             core.metrics().timeouts.inc();

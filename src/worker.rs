@@ -29,11 +29,12 @@ use crate::health::Health;
 use crate::lane::Lane;
 use crate::logging::panic_message;
 use crate::metrics::{seconds, CoreMetrics};
-use crate::proxy::TrustedProxies;
+use crate::proxy::{ProxyError, TrustedProxies};
 use crate::room::{Park, RoomHandle};
 use crate::shutdown::Shutdown;
 use slog::{debug, error, warn, Logger};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -107,6 +108,9 @@ pub trait Serve: Send + Sync {
     /// Reads what has arrived (when `read`) and classifies the input;
     /// logs and counts refusals.
     fn poll_input(&self, conn: &mut Connection, read: bool) -> Input;
+    /// Counts and logs a connection closed for its PROXY header (the one
+    /// place that does, wherever the header failed).
+    fn reject_proxy(&self, socket_peer: SocketAddr, reason: &ProxyError);
     /// Whether a stop has been requested.
     fn stopping(&self) -> bool;
     /// The core's metrics.
@@ -188,9 +192,7 @@ impl<H: Handler> Core<H> {
         if let Some(trusted) = &self.proxy {
             let peer = conn.socket_peer();
             if let Err(e) = trusted.check(peer.ip()) {
-                self.metrics.proxy_rejected.inc();
-                warn!(self.log, "bad PROXY protocol header; closing without a reply";
-                    "peer" => %peer, "reason" => %e);
+                self.reject_proxy(peer, &e);
                 return;
             }
             conn.expect_proxy_header();
@@ -458,10 +460,7 @@ impl<H: Handler> Serve for Core<H> {
             conn.readiness()
         };
         if let Readiness::Rejected(e) = &readiness {
-            self.metrics.proxy_rejected.inc();
-            warn!(self.log, "bad PROXY protocol header; closing without a reply";
-                "peer" => %conn.socket_peer(),
-                "reason" => escape_bytes(e.to_string().as_bytes(), 200).text);
+            self.reject_proxy(conn.socket_peer(), e);
             return Input::Closed;
         }
         if let Some(clients) = &self.clients {
@@ -481,6 +480,13 @@ impl<H: Handler> Serve for Core<H> {
             Readiness::Partial | Readiness::Empty => Input::Wait,
             Readiness::Closed | Readiness::Rejected(_) => Input::Closed,
         }
+    }
+
+    fn reject_proxy(&self, socket_peer: SocketAddr, reason: &ProxyError) {
+        self.metrics.proxy_rejected.inc();
+        warn!(self.log, "bad PROXY protocol header; closing without a reply";
+            "peer" => %socket_peer,
+            "reason" => escape_bytes(reason.to_string().as_bytes(), 200).text);
     }
 
     fn stopping(&self) -> bool {
