@@ -1012,6 +1012,18 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_counts_the_lines_it_has_buffered() {
+        let (mut conn, mut client) = pair(Limits::default());
+        client.write_all(b"1\n2\n3\n4").unwrap();
+        eventually(|| conn.fill_until_ready().unwrap() == Readiness::Line && conn.input.len() == 7);
+        assert_eq!(conn.lines_ready(64), 3);
+        assert_eq!(conn.lines_ready(2), 2);
+        conn.grant(1);
+        assert!(conn.next_line().is_some());
+        assert_eq!(conn.lines_ready(64), 2);
+    }
+
+    #[test]
     fn default_limits_are_the_documented_ones() {
         // README "Running it": 5 s request, 10 s idle, 5 s write, 65536 bytes.
         let limits = Limits::default();
