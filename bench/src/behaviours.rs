@@ -538,6 +538,16 @@ const RSS_NOTE: &str = "RSS now: the server's resident memory after the last rou
 /// The rows of a crowd table: the crowd's row first, the same server
 /// without a crowd second, the floor last; extra cells answered/sent,
 /// crowd held, RSS now and RSS per crowd connection.
+/// Whether the crowd's server still held every crowd connection after the
+/// last round (`false` when it was not measured).
+fn crowd_held(totals: &Result<Totals, String>) -> bool {
+    totals
+        .as_ref()
+        .ok()
+        .and_then(|t| t.held)
+        .is_some_and(|(open, all)| open == all)
+}
+
 fn crowd_rows(variants: &[Variant], totals: &[Result<Totals, String>], crowd: usize) -> Vec<Row> {
     let alone_rss = totals
         .get(1)
@@ -613,11 +623,7 @@ pub fn stalled(bench: &Bench) -> anyhow::Result<(Table, Vec<Target>)> {
         ],
     };
     let target = table.measured_row(&with).map(|m| {
-        let held_all = totals[0]
-            .as_ref()
-            .ok()
-            .and_then(|t| t.held)
-            .is_some_and(|(open, all)| open == all);
+        let held_all = crowd_held(&totals[0]);
         Target {
             name: format!(
                 "{} stalled clients: every honest request answered, p99 < 50 ms (issue: 20 s before)",
@@ -697,11 +703,7 @@ pub fn idle(bench: &Bench, open_files: u64) -> anyhow::Result<(Table, Vec<Target
         ],
     };
     let target = table.measured_row(&with).map(|m| {
-        let held_all = totals[0]
-            .as_ref()
-            .ok()
-            .and_then(|t| t.held)
-            .is_some_and(|(open, all)| open == all);
+        let held_all = crowd_held(&totals[0]);
         Target {
             name: format!("{} idle keep-alive connections: honest p99 < 50 ms", s.idle),
             measured: format!(
