@@ -70,14 +70,20 @@ fuzz: deps
 	done
 
 ## mutants: mutation testing of the core modules with their unit tests (not in
-## CI: conn.rs and audit.rs alone are 234 mutants, about 30 minutes on 2
-## cores; installs cargo-mutants if missing). Fails
-## when a mutant survives; the report is in target/mutants/mutants.out
-## (missed.txt, caught.txt, ...). Narrow it with MUTANTS_FILES='src/parse.rs'.
+## CI: conn.rs and audit.rs alone are 255 mutants, about 32 minutes on 2
+## cores; installs cargo-mutants if missing). Fails when a mutant survives
+## (equivalent ones are listed in .cargo/mutants.toml); a mutant that makes
+## a test hang is caught by the timeout (cargo-mutants exits 3 for those,
+## which passes here). The report is in target/mutants/mutants.out
+## (missed.txt, caught.txt, timeout.txt, ...). Narrow it with
+## MUTANTS_FILES='src/parse.rs'.
 MUTANTS_FILES ?= src/parse.rs src/escape.rs src/protocol.rs src/prime.rs src/audit.rs src/conn.rs
 mutants: deps
 	@command -v cargo-mutants >/dev/null 2>&1 || { echo "make mutants: installing cargo-mutants with cargo install"; $(CARGO) install cargo-mutants --locked; }
-	$(CARGO) mutants $(addprefix --file ,$(MUTANTS_FILES)) --output target/mutants --cargo-arg=--lib
+	@$(CARGO) mutants $(addprefix --file ,$(MUTANTS_FILES)) --output target/mutants --cargo-arg=--lib; \
+		status=$$?; \
+		if [ $$status -eq 3 ]; then echo "make mutants: no survivor (some caught by the timeout: they made a test hang)"; exit 0; fi; \
+		exit $$status
 
 ## fmt: format the code
 fmt:
