@@ -41,7 +41,7 @@
 //! | [`conn`] | one connection: non-blocking line framing, line limit, replies, close |
 //! | [`proxy`] | PROXY protocol v1/v2 headers from a byte buffer, and `--trusted-proxies` |
 //! | [`shutdown`] | the stop flag, waking `accept()`, SIGINT/SIGTERM/SIGHUP |
-//! | [`protocol`] | the [`Verdict`](protocol::Verdict) and audit phrases |
+//! | [`protocol`] | the [`Verdict`] and audit phrases |
 //! | [`parse`] | Python's `int()` grammar on bytes |
 //! | [`prime`] | primality: exact below 2^64, Baillie-PSW above |
 //! | [`service`] | the prime [`Handler`](worker::Handler): parse, decide, audit, reply |

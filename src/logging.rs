@@ -9,7 +9,7 @@
 //! show), and once records flow again one `warn` record says how many were
 //! lost. The audit log, the product, is separate and never dropped.
 //!
-//! The returned [`AsyncGuard`](slog_async::AsyncGuard) must live until the
+//! The returned [`AsyncGuard`] must live until the
 //! server has finished, so the last records reach stderr.
 
 use clap::ValueEnum;

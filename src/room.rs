@@ -16,14 +16,14 @@
 //!   the write timeout.
 //! * **Linger**: half-closed after the last reply, draining the client's
 //!   unread input so the close is not a reset that destroys the reply.
-//!   Deadline: [`LINGER`](crate::conn::LINGER).
+//!   Deadline: [`LINGER`].
 //! * **Throttled**: a complete line held back by the per-address rate
 //!   limit until the address has tokens again. No deadline is held against
 //!   the client (the wait is the server's choice).
 //!
 //! Connections arrive through [`RoomHandle::park`] (from the accept loop,
 //! workers and the heavy lane) and leave through the core
-//! ([`Serve`](crate::worker::Serve)), which dispatches them to the pool.
+//! ([`Serve`]), which dispatches them to the pool.
 //! Readiness comes from `mio` (epoll on Linux, edge-triggered): each
 //! connection is registered while it waits here and deregistered when it
 //! leaves, and every event is read until the kernel has nothing more.
