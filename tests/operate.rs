@@ -9,6 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::Command;
 use support::{
     ask, connect, have_tool, metric, read_lines, read_to_close, skip, try_ask, under_load,
@@ -236,6 +237,33 @@ fn the_shipped_logrotate_config_rotates_without_loss() {
     assert_eq!(audited.len(), received.len());
 }
 
+/// Attaches `strace -f` with `options` to the running server, writing to
+/// `trace`, and waits until it is attached. Attaching to the process
+/// (every thread) means signals still go to the server itself and strace
+/// ends when it exits. strace writes only once attached, and the server
+/// makes no traced call on its own, so ask until the trace shows a reply.
+fn attach_strace(server: &ServerProcess, trace: &Path, options: &[&str]) -> std::process::Child {
+    let strace = Command::new("strace")
+        .args(["-f", "-qq", "-s", "256"])
+        .args(options)
+        .arg("-o")
+        .arg(trace)
+        .args(["-p", &server.child.id().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            let _ = try_ask(server.addr, "2");
+            std::fs::read_to_string(trace).is_ok_and(|t| t.contains("sendto("))
+        }),
+        "strace did not attach"
+    );
+    strace
+}
+
 #[test]
 fn audit_sync_always_syncs_before_each_reply() {
     if !have_tool("strace") {
@@ -244,35 +272,7 @@ fn audit_sync_always_syncs_before_each_reply() {
     let mut server = ServerProcess::start(&["--audit-sync", "always", "--workers", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
-    // Attach to the running server (every thread), so signals go to the
-    // server itself and strace ends when it exits.
-    let mut strace = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-s",
-            "256",
-            "-e",
-            "trace=write,fdatasync,sendto",
-            "-o",
-        ])
-        .arg(&trace)
-        .args(["-p", &server.child.id().to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // strace writes to the trace once attached: wait for the first line, a
-    // write the server makes on its own (the watchdog of the room makes
-    // none, so ask until the trace shows our request).
-    assert!(
-        wait_until(IO_TIMEOUT, || {
-            let _ = try_ask(server.addr, "2");
-            std::fs::read_to_string(&trace).is_ok_and(|t| t.contains("sendto("))
-        }),
-        "strace did not attach"
-    );
+    let mut strace = attach_strace(&server, &trace, &["-e", "trace=write,fdatasync,sendto"]);
     let before = std::fs::read_to_string(&trace).unwrap().lines().count();
     // One request at a time, so the trace is a sequence.
     for n in ["17", "4", "19", "21"] {
@@ -326,30 +326,10 @@ fn the_audit_log_is_synced_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
     // -y names each descriptor's file, so the audit log's calls are known.
-    let mut strace = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-y",
-            "-s",
-            "256",
-            "-e",
-            "trace=write,fdatasync,fsync,sendto",
-            "-o",
-        ])
-        .arg(&trace)
-        .args(["-p", &server.child.id().to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(IO_TIMEOUT, || {
-            let _ = try_ask(server.addr, "2");
-            std::fs::read_to_string(&trace).is_ok_and(|t| t.contains("sendto("))
-        }),
-        "strace did not attach"
+    let mut strace = attach_strace(
+        &server,
+        &trace,
+        &["-y", "-e", "trace=write,fdatasync,fsync,sendto"],
     );
     assert_eq!(ask(server.addr, "17"), "T\n");
     server.signal(libc::SIGINT);
