@@ -5,8 +5,8 @@
 //! each case once.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use prime_server::parse::parse_int;
 use prime_server::prime::is_prime;
+use prime_server::prime::parse_int;
 use rug::integer::IsPrime;
 use rug::Integer;
 use std::hint::black_box;

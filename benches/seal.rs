@@ -6,7 +6,7 @@
 //! `make bench` runs it; `make test` runs each case once.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use prime_server::seal::{keygen, Sealer, Tracker};
+use prime_server::audit::seal::{keygen, Sealer, Tracker};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, SystemTime};

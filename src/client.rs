@@ -25,13 +25,14 @@
 //! protocol violation.
 
 use crate::escape::escape_bytes;
-use crate::protocol::Verdict;
+use crate::prime::Verdict;
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -243,24 +244,21 @@ impl InFlight {
     /// Records `lines` as being sent now.
     fn push_all(&self, lines: impl Iterator<Item = String>) {
         let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         state.pending.extend(lines.map(|line| (line, now)));
         self.changed.notify_one();
     }
 
     /// Marks the writer as finished.
     fn finish(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .writer_done = true;
+        self.state.lock().writer_done = true;
         self.changed.notify_one();
     }
 
     /// The oldest unanswered line, waiting for one if the writer is still
     /// going; `None` once every sent line is answered.
     fn pop(&self) -> Option<(String, Instant)> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         loop {
             if let Some(item) = state.pending.pop_front() {
                 return Some(item);
@@ -268,10 +266,7 @@ impl InFlight {
             if state.writer_done {
                 return None;
             }
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            self.changed.wait(&mut state);
         }
     }
 }

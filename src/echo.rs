@@ -12,20 +12,12 @@
 //! holds a worker only while it has complete lines to answer: thousands of
 //! idle echo clients cost no thread.
 
-use crate::conn::{Connection, Line};
 use crate::escape::escape_bytes;
-use crate::health::Health;
-use crate::metrics::{register_build_info, registry_for, CoreMetrics};
-use crate::server::{self, ServerOptions};
-use crate::shutdown::Shutdown;
-use crate::worker::{Flow, Handler};
+use crate::net::{Connection, Flow, Handler, Line};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use slog::{debug, info, warn, Drain, Logger};
+use slog::{debug, warn, Drain, Logger, Record, Serializer, KV};
 use std::convert::Infallible;
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// The prefix of every echo reply.
 pub const PREFIX: &[u8] = b"GOT:";
@@ -42,6 +34,14 @@ pub struct EchoService {
 }
 
 impl EchoService {
+    /// What the service did so far.
+    pub fn summary(&self) -> EchoSummary {
+        EchoSummary {
+            lines: self.lines.get(),
+            too_long: self.too_long.get(),
+        }
+    }
+
     /// Registers the echo service's counters.
     pub fn register(&self, registry: &mut Registry) {
         registry.register("lines", "Lines echoed", self.lines.clone());
@@ -88,146 +88,19 @@ impl Handler for EchoService {
     }
 }
 
-/// What the echo server did, as reported at shutdown.
+/// What the echo service did, as reported at shutdown (beside the core's
+/// counts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EchoSummary {
     /// Lines echoed.
     pub lines: u64,
-    /// Connections accepted.
-    pub connections: u64,
-    /// Connections closed because a line did not arrive whole in time.
-    pub timeouts: u64,
     /// Connections closed for an over-long line.
     pub too_long: u64,
-    /// Handler panics contained.
-    pub panics: u64,
-    /// Connections closed when the shutdown timeout ran out.
-    pub abandoned: u64,
-    /// How long the server ran.
-    pub uptime: Duration,
 }
 
-/// An echo server, with its metrics and health, ready to run.
-#[derive(Debug)]
-pub struct EchoServer {
-    /// The core's options (no heavy lane).
-    options: ServerOptions,
-    /// The handler.
-    service: Arc<EchoService>,
-    /// The core's counters.
-    core: CoreMetrics,
-    /// Every counter, for `/metrics`.
-    registry: Arc<Registry>,
-    /// For `/readyz`, `/livez` and the watchdog.
-    health: Arc<Health>,
-    /// The server's logger.
-    log: Logger,
-    /// When it was opened.
-    started: Instant,
-}
-
-impl EchoServer {
-    /// Builds the service and its metrics.
-    pub fn open(options: &ServerOptions, log: &Logger) -> EchoServer {
-        info!(log, "starting echo-server"; "pid" => std::process::id(), "version" => env!("CARGO_PKG_VERSION"));
-        let service = Arc::new(EchoService::default());
-        let core = CoreMetrics::new();
-        let mut registry = registry_for("echo-server");
-        core.register(&mut registry);
-        service.register(&mut registry);
-        register_build_info(&mut registry);
-        EchoServer {
-            options: ServerOptions {
-                heavy_threads: 0,
-                ..options.clone()
-            },
-            service,
-            core,
-            registry: Arc::new(registry),
-            health: Health::new(),
-            log: log.clone(),
-            started: Instant::now(),
-        }
+impl KV for EchoSummary {
+    fn serialize(&self, _: &Record<'_>, serializer: &mut dyn Serializer) -> slog::Result {
+        serializer.emit_u64("lines", self.lines)?;
+        serializer.emit_u64("too_long", self.too_long)
     }
-
-    /// The registry `/metrics` encodes.
-    pub fn registry(&self) -> Arc<Registry> {
-        Arc::clone(&self.registry)
-    }
-
-    /// The health `/readyz` and the watchdog read.
-    pub fn health(&self) -> Arc<Health> {
-        Arc::clone(&self.health)
-    }
-
-    /// Serves until `shutdown` is requested, then finishes every accepted
-    /// connection, logs a summary and returns it.
-    ///
-    /// # Errors
-    ///
-    /// The listener could not be prepared (see [`server::serve`]).
-    pub fn run(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<EchoSummary> {
-        server::serve(
-            listener,
-            &shutdown,
-            Arc::clone(&self.service),
-            &self.options,
-            &self.core,
-            &self.health,
-            &self.log,
-        )?;
-        let summary = EchoSummary {
-            lines: self.service.lines.get(),
-            connections: self.core.accepted.get(),
-            timeouts: self.core.timeouts.get(),
-            too_long: self.service.too_long.get(),
-            panics: self.core.panics.get(),
-            abandoned: self.core.abandoned.get(),
-            uptime: self.started.elapsed(),
-        };
-        info!(self.log, "shutdown complete";
-            "lines" => summary.lines,
-            "connections" => summary.connections,
-            "timeouts" => summary.timeouts,
-            "too_long" => summary.too_long,
-            "panics" => summary.panics,
-            "abandoned" => summary.abandoned,
-            "log_records_dropped" => self.core.log_records_dropped.get(),
-            "uptime" => %crate::logging::rounded(summary.uptime));
-        Ok(summary)
-    }
-}
-
-impl crate::cli::Served for EchoServer {
-    fn registry(&self) -> Arc<Registry> {
-        EchoServer::registry(self)
-    }
-
-    fn health(&self) -> Arc<Health> {
-        EchoServer::health(self)
-    }
-
-    fn reloader(&self) -> Option<crate::shutdown::Reload> {
-        None
-    }
-
-    fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        self.run(listener, shutdown)?;
-        Ok(())
-    }
-}
-
-/// Serves the echo protocol until `shutdown` is requested
-/// ([`EchoServer::open`], then [`EchoServer::run`]).
-///
-/// # Errors
-///
-/// The listener could not be prepared (see [`server::serve`]).
-pub fn run(
-    listener: TcpListener,
-    shutdown: Shutdown,
-    options: &ServerOptions,
-    log: &Logger,
-) -> std::io::Result<EchoSummary> {
-    EchoServer::open(options, log).run(listener, shutdown)
 }

@@ -1,5 +1,5 @@
 //! Audit sealing end to end: real audit lines appended to a real file by a
-//! writer that drives [`prime_server::seal`] the way the server will (observe
+//! writer that drives [`prime_server::audit::seal`] the way the server will (observe
 //! under the writer's lock, cut under it, seal outside it), rotation by
 //! rename, crashes by stopping without the final seal, and the `prime-audit`
 //! binary judging the result: exit codes, and each tampering caught and
@@ -10,9 +10,9 @@
 //! helpers ([`Tamper`], [`verify`]) only look at the files.
 
 use prime_server::audit::format_line;
-use prime_server::prime::is_prime;
-use prime_server::protocol::Answer;
-use prime_server::seal::{self, FileId, Key, Record, Sealer, Tracker};
+
+use prime_server::audit::seal::{self, FileId, Key, Record, Sealer, Tracker};
+use prime_server::prime::answer;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -186,7 +186,7 @@ impl Run {
 /// The audit writer's append: format, write, observe, under the lock.
 fn append_answer(writer: &Mutex<Writer>, n: u64, at: SystemTime) {
     let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-    let answer = Answer::for_line(n.to_string().as_bytes(), is_prime);
+    let answer = answer(n.to_string().as_bytes());
     let line = format_line(at, peer, &answer);
     let mut w = writer.lock().expect("lock");
     w.file.write_all(line.as_bytes()).expect("append");

@@ -78,7 +78,7 @@ fn help_and_version() {
     let help = server(&["--help"]);
     assert!(help.status.success());
     let help = text(&help.stdout);
-    let flags = options(&prime_server::config::ServerArgs::command());
+    let flags = options(&prime_server::ops::flags::ServerArgs::command());
     assert!(flags.len() >= 20, "{flags:?}");
     for (flag, env) in &flags {
         assert!(help.contains(flag.as_str()), "--help lacks {flag}");
@@ -126,12 +126,12 @@ fn every_flag_has_its_env_var_and_the_binary_reads_it() {
     let binaries = [
         (
             env!("CARGO_BIN_EXE_prime-server"),
-            prime_server::config::ServerArgs::command(),
+            prime_server::ops::flags::ServerArgs::command(),
             "PRIME_SERVER",
         ),
         (
             env!("CARGO_BIN_EXE_echo-server"),
-            prime_server::config::EchoArgs::command(),
+            prime_server::ops::flags::EchoArgs::command(),
             "PRIME_SERVER",
         ),
     ];
@@ -621,7 +621,7 @@ fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("an ExecStart line");
-    let args = prime_server::config::ServerArgs::try_parse_from(exec.split_whitespace())
+    let args = prime_server::ops::flags::ServerArgs::try_parse_from(exec.split_whitespace())
         .unwrap_or_else(|e| panic!("ExecStart flags do not parse: {e}"));
     assert!(args.audit_log.starts_with("/var/log/prime-server/"));
     assert!(args

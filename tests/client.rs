@@ -5,7 +5,7 @@
 mod support;
 
 use prime_server::client::{ask_pipelined, Exchange};
-use prime_server::protocol::Verdict;
+use prime_server::prime::Verdict;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};

@@ -6,7 +6,7 @@
 
 mod support;
 
-use prime_server::parse::{parse_int, MAX_DIGITS};
+use prime_server::prime::{parse_int, MAX_DIGITS};
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -33,7 +33,7 @@ fn heavy_numbers_wait_in_the_lane_not_on_workers() {
     });
     let heavy = heavy_prime();
     let heavy_done = AtomicUsize::new(0);
-    let core = &server.metrics.core;
+    let core = &server.metrics;
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
@@ -84,7 +84,7 @@ fn the_lane_takes_client_addresses_in_turn() {
             s
         })
         .collect();
-    let core = &server.metrics.core;
+    let core = &server.metrics;
     assert!(wait_until(IO_TIMEOUT, || core.heavy_running.get()
         + core.heavy_queued.get()
         == 4));
@@ -154,12 +154,7 @@ fn a_greedy_pipelining_client_gets_turns_not_the_worker() {
             {
             }
         });
-        let answered = || {
-            server
-                .metrics
-                .prime
-                .count(prime_server::protocol::Verdict::Prime)
-        };
+        let answered = || server.service.summary().prime;
         assert!(wait_until(IO_TIMEOUT, || answered() > 10_000));
         // The flood goes on; a second keep-alive client is served in turn.
         let mut polite = connect(server.addr);
@@ -203,7 +198,7 @@ fn the_rate_limit_slows_a_flood_without_losing_or_changing_answers() {
         elapsed >= Duration::from_millis(1_800),
         "not slowed: {elapsed:?}"
     );
-    assert!(server.metrics.core.throttled.get() > 0);
+    assert!(server.metrics.throttled.get() > 0);
     assert_eq!(server.audit_lines().len(), 300);
 }
 
@@ -230,7 +225,7 @@ fn a_burst_within_the_rate_is_never_throttled() {
         }
     }
     assert_eq!(
-        server.metrics.core.throttled.get(),
+        server.metrics.throttled.get(),
         0,
         "a connection waited for tokens though the address was within its rate"
     );

@@ -272,7 +272,11 @@ fn summary_counts_every_reply() {
     }
     let summary = server.stop();
     assert_eq!(
-        (summary.prime, summary.not_prime, summary.not_integer),
+        (
+            summary.service.prime,
+            summary.service.not_prime,
+            summary.service.not_integer
+        ),
         (2, 1, 1)
     );
     assert_eq!(summary.connections, 4);
@@ -294,5 +298,5 @@ fn ipv6_loopback_works_where_available() {
         parse_audit(&audit[0]).peer.starts_with("[::1]:"),
         "{audit:?}"
     );
-    assert_eq!(server.stop().prime, 1);
+    assert_eq!(server.stop().service.prime, 1);
 }

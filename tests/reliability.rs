@@ -5,12 +5,12 @@
 
 mod support;
 
-use prime_server::conn::{Connection, Line};
-use prime_server::health::Health;
-use prime_server::metrics::CoreMetrics;
-use prime_server::server::{serve, ServerOptions};
-use prime_server::shutdown::Shutdown;
-use prime_server::worker::{Flow, Handler};
+use prime_server::net::CoreMetrics;
+use prime_server::net::Liveness;
+use prime_server::net::Shutdown;
+use prime_server::net::{serve, ServerOptions};
+use prime_server::net::{Connection, Line};
+use prime_server::net::{Flow, Handler};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -227,9 +227,9 @@ fn time_queued_for_a_worker_is_not_held_against_a_client() {
     let shutdown = Shutdown::new();
     let options = ServerOptions {
         workers: 1,
-        limits: prime_server::conn::Limits {
+        limits: prime_server::net::Limits {
             request_timeout: Duration::from_millis(300),
-            ..prime_server::conn::Limits::default()
+            ..prime_server::net::Limits::default()
         },
         ..ServerOptions::default()
     };
@@ -238,14 +238,14 @@ fn time_queued_for_a_worker_is_not_held_against_a_client() {
     let server = {
         let (stop, counted, gate) = (shutdown.clone(), metrics.clone(), Arc::clone(&gate));
         std::thread::spawn(move || {
-            let log = prime_server::logging::discard();
+            let log = prime_server::ops::discard();
             serve(
                 listener,
                 &stop,
                 gate,
                 &options,
                 &counted,
-                &Health::new(),
+                &Liveness::new(),
                 &log,
             )
             .unwrap();
@@ -302,7 +302,7 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
             Arc::new(Panicky),
             &options,
             &counted,
-            &Health::new(),
+            &Liveness::new(),
             &log,
         )
         .unwrap();
@@ -633,7 +633,7 @@ fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
         .ok()
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(0);
-    let limit = prime_server::server::SHUTDOWN_DRAIN_LIMIT;
+    let limit = prime_server::net::SHUTDOWN_DRAIN_LIMIT;
     if somaxconn < limit {
         return support::skip(&format!(
             "net.core.somaxconn is {somaxconn}: the kernel cannot queue more than {limit} connections"
@@ -650,7 +650,7 @@ fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
         c.server.limits.request_timeout = Duration::from_secs(60);
     });
     let _stalled = connect_sending(server.addr, b"1");
-    assert!(wait_until(IO_TIMEOUT, || server.metrics.core.waiting.get() == 1));
+    assert!(wait_until(IO_TIMEOUT, || server.metrics.waiting.get() == 1));
     let queued_count = limit + 1;
     let mut queued: Vec<TcpStream> = (0..queued_count)
         .map(|_| connect_sending(server.addr, b"2\n"))
@@ -672,7 +672,7 @@ fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
     }
     assert_eq!(answered, limit, "answered from the backlog; {summary:?}");
     assert_eq!(summary.connections, 1 + limit as u64);
-    assert_eq!(summary.prime, limit as u64);
+    assert_eq!(summary.service.prime, limit as u64);
 }
 
 #[test]

@@ -44,16 +44,16 @@ fn stalled_clients_hold_no_worker() {
         })
         .collect();
     assert!(
-        wait_until(IO_TIMEOUT, || server.metrics.core.waiting.get() == 50),
+        wait_until(IO_TIMEOUT, || server.metrics.waiting.get() == 50),
         "the stalled clients should all wait in the room, {} do",
-        server.metrics.core.waiting.get()
+        server.metrics.waiting.get()
     );
     for _ in 0..20 {
         assert_eq!(ask(server.addr, "17"), "T\n");
     }
     // Answered while every stalled client still waits, far from its deadline.
-    assert_eq!(server.metrics.core.waiting.get(), 50);
-    assert_eq!(server.metrics.core.timeouts.get(), 0);
+    assert_eq!(server.metrics.waiting.get(), 50);
+    assert_eq!(server.metrics.timeouts.get(), 0);
     drop(stalled);
 }
 
@@ -212,12 +212,12 @@ fn a_trickling_client_is_still_cut_at_its_deadline() {
     while sent < 400 && stream.write_all(b"1").is_ok() {
         sent += 1;
         std::thread::sleep(Duration::from_millis(50));
-        if server.metrics.core.timeouts.get() == 1 {
+        if server.metrics.timeouts.get() == 1 {
             break;
         }
     }
     assert_eq!(reply.join().unwrap(), b"");
-    assert_eq!(server.metrics.core.timeouts.get(), 1);
+    assert_eq!(server.metrics.timeouts.get(), 1);
     assert!(sent < 400, "the trickle was never cut");
     assert!(server.audit_lines().is_empty());
 }
@@ -237,19 +237,19 @@ fn per_address_connection_cap() {
             s
         })
         .collect();
-    assert!(wait_until(IO_TIMEOUT, || server.metrics.core.waiting.get() == 3));
+    assert!(wait_until(IO_TIMEOUT, || server.metrics.waiting.get() == 3));
     // A fourth from the same address is closed without a reply...
     let mut fourth = connect_from([127, 0, 2, 1], server.addr);
     fourth.write_all(b"17\n").unwrap();
     assert_eq!(read_to_close(&mut fourth), b"");
-    assert_eq!(server.metrics.core.per_ip_refused.get(), 1);
+    assert_eq!(server.metrics.per_ip_refused.get(), 1);
     // ...another address is served...
     let mut other = connect_from([127, 0, 2, 2], server.addr);
     other.write_all(b"17\n").unwrap();
     assert_eq!(read_to_close(&mut other), b"T\n");
     // ...and once one closes, the address may connect again.
     drop(held);
-    assert!(wait_until(IO_TIMEOUT, || server.metrics.core.open.get() == 0));
+    assert!(wait_until(IO_TIMEOUT, || server.metrics.open.get() == 0));
     let mut again = connect_from([127, 0, 2, 1], server.addr);
     again.write_all(b"17\n").unwrap();
     assert_eq!(read_to_close(&mut again), b"T\n");

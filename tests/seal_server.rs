@@ -7,7 +7,7 @@
 
 mod support;
 
-use prime_server::seal::{seal_path, Sealer};
+use prime_server::audit::seal::{seal_path, Sealer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::{ask, reply_for, wait_until, ServerProcess, IO_TIMEOUT};

@@ -726,7 +726,7 @@ pub fn idle(bench: &Bench, open_files: u64) -> anyhow::Result<(Table, Vec<Target
 /// tries: the library's own parse and test, in this process, so the
 /// lane's capacity is measured on the same machine at the same time.
 fn time_one_test(line: &str, runs: usize) -> anyhow::Result<Duration> {
-    let n = prime_server::parse::parse_int(line.as_bytes())
+    let n = prime_server::prime::parse_int(line.as_bytes())
         .map_err(|e| anyhow::anyhow!("the heavy number does not parse: {e}"))?;
     let mut best = Duration::MAX;
     for _ in 0..runs.max(1) {

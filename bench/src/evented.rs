@@ -231,7 +231,7 @@ fn finish(
 mod tests {
     use super::*;
     use crate::load::{self, Generator, Mode, Stop};
-    use prime_server::protocol::Verdict;
+    use prime_server::prime::Verdict;
     use std::net::TcpListener;
 
     fn spec(addr: std::net::SocketAddr, stop: Stop, timeout: Duration) -> LoadSpec {

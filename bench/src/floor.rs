@@ -26,12 +26,12 @@ pub fn run(
     threads: usize,
     defer_accept: bool,
 ) -> anyhow::Result<()> {
-    let listener = prime_server::server::bind(listen)?;
+    let listener = prime_server::net::bind(listen)?;
     if defer_accept {
         // As the server sets it: the kernel keeps a connection until data
         // arrives (or 5 s pass), so a thread woken from `accept()` never
         // then sleeps in `read()`.
-        prime_server::server::set_defer_accept(&listener, Duration::from_secs(5))
+        prime_server::net::set_defer_accept(&listener, Duration::from_secs(5))
             .context("cannot set TCP_DEFER_ACCEPT")?;
     }
     let mut stdout = std::io::stdout();

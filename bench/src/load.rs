@@ -8,7 +8,7 @@
 use crate::workload::Request;
 use hdrhistogram::Histogram;
 use prime_server::client::{ask, parse_reply};
-use prime_server::protocol::Verdict;
+use prime_server::prime::Verdict;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -27,7 +27,7 @@ mod workload;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use load::{Generator, LoadResult, LoadSpec, Mode, Stop};
-use prime_server::config::{parse_addr, parse_duration};
+use prime_server::ops::flags::{parse_addr, parse_duration};
 use report::{Measured, Row, SweepPoint, Table, Target};
 use servers::{Kind, Server, Toolbox};
 use std::fmt::Write as _;
@@ -189,7 +189,7 @@ fn main() -> std::process::ExitCode {
         } => floor::run(
             listen,
             keep_alive,
-            threads.unwrap_or_else(prime_server::server::default_workers),
+            threads.unwrap_or_else(prime_server::net::default_workers),
             defer_accept,
         ),
     };

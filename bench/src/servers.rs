@@ -144,7 +144,7 @@ impl Toolbox {
                 prime_server.display()
             );
         }
-        let workers = prime_server::server::default_workers();
+        let workers = prime_server::net::default_workers();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok((
             Toolbox {

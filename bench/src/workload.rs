@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::ValueEnum;
-use prime_server::parse::parse_int;
+use prime_server::prime::parse_int;
+use prime_server::prime::Verdict;
 use prime_server::prime::{is_prime, is_prime_u64};
-use prime_server::protocol::Verdict;
 use std::path::{Path, PathBuf};
 
 /// A named set of requests.

@@ -11,8 +11,9 @@
 //! beside `prime-bench`; `cargo test --workspace` (what `make test` runs)
 //! builds them all.
 
-use prime_server::shutdown::Shutdown;
-use prime_server::{logging, Config, Summary};
+use prime_server::net::Shutdown;
+use prime_server::ops::{discard, Server, Summary};
+use prime_server::prime::{Config, PrimeService, PrimeSummary};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +24,7 @@ use std::thread::JoinHandle;
 struct InProcessServer {
     addr: SocketAddr,
     shutdown: Shutdown,
-    thread: Option<JoinHandle<Summary>>,
+    thread: Option<JoinHandle<Summary<PrimeSummary>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -39,7 +40,11 @@ impl InProcessServer {
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
         let thread = std::thread::spawn(move || {
-            prime_server::run(listener, stop, &config, &logging::discard()).unwrap()
+            let log = discard();
+            let service = PrimeService::open(&config, &log).unwrap();
+            Server::open(service, &config.server, &log)
+                .run(listener, stop)
+                .unwrap()
         });
         InProcessServer {
             addr,
@@ -49,7 +54,7 @@ impl InProcessServer {
         }
     }
 
-    fn stop(mut self) -> Summary {
+    fn stop(mut self) -> Summary<PrimeSummary> {
         self.shutdown.request();
         self.thread.take().unwrap().join().unwrap()
     }
@@ -347,6 +352,6 @@ fn bench_load_checks_replies_against_a_running_server() {
             stdout.contains("errors 0, wrong 0"),
             "{generator}: {stdout}"
         );
-        assert_eq!(summary.answered(), 300, "{generator}");
+        assert_eq!(summary.service.answered(), 300, "{generator}");
     }
 }

@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prime_server::conn::{Line, LineBuffer, Readiness, READ_CHUNK};
+use prime_server::net::{Line, LineBuffer, Readiness, READ_CHUNK};
 
 fuzz_target!(|data: &[u8]| {
     let Some((header, stream)) = data.split_first_chunk::<8>() else {

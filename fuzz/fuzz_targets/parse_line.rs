@@ -1,10 +1,11 @@
-//! Fuzzes the line parser and the audit phrase built from any line: no
-//! panic, canonical forms round-trip, phrases stay printable ASCII.
+//! Fuzzes the one decision the server makes for a line ([`decide`], what a
+//! worker calls): no panic, canonical forms round-trip, phrases stay
+//! printable ASCII, and a line is answered `E` exactly when it does not
+//! parse.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prime_server::parse::parse_int;
-use prime_server::protocol::{Answer, Verdict};
+use prime_server::prime::{decide, parse_int, Answer, Decision, Verdict};
 
 fuzz_target!(|data: &[u8]| {
     let parsed = parse_int(data);
@@ -13,8 +14,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(parse_int(canonical.as_bytes()).as_ref(), Ok(n));
         assert!(!canonical.starts_with("-0"));
     }
-    // Primality is not the target here: a constant stands in for it.
-    let answer = Answer::for_line(data, |_| false);
+    // A costly number is left to the heavy lane; its test is not the
+    // target here, so its phrase is checked with a stand-in verdict.
+    let answer = match decide(data) {
+        Decision::Answer(answer) => answer,
+        Decision::Heavy(n) => {
+            assert_eq!(parsed.as_ref(), Ok(&n));
+            Answer::for_int(&n, false)
+        }
+    };
     assert_eq!(answer.verdict == Verdict::NotInteger, parsed.is_err());
     assert!(answer.phrase.bytes().all(|b| (0x20..0x7f).contains(&b)));
 });

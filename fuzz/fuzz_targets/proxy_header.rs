@@ -13,7 +13,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prime_server::proxy::{
+use prime_server::net::{
     parse_header, Header, ProxyError, Version, V1_MAX_LEN, V2_MAX_LEN, V2_SIGNATURE,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -4,14 +4,18 @@
 //! after a second signal.
 
 use clap::Parser;
-use prime_server::cli::run_server;
-use prime_server::config::EchoArgs;
-use prime_server::echo::EchoServer;
+use prime_server::echo::EchoService;
+use prime_server::ops::flags::EchoArgs;
+use prime_server::ops::{run_server, Server};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = EchoArgs::parse();
-    run_server("echo-server", args.listen, &args.common, |log| {
-        Ok(EchoServer::open(&args.common.server_options(), log))
+    run_server(args.listen, &args.common, |log| {
+        Ok(Server::open(
+            EchoService::default(),
+            &args.server_options(),
+            log,
+        ))
     })
 }

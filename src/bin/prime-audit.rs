@@ -1,5 +1,5 @@
 //! `prime-audit`: make the sealing key for `prime-server --audit-seal`, and
-//! verify sealed audit logs (see [`prime_server::seal`]).
+//! verify sealed audit logs (see [`prime_server::audit::seal`]).
 //!
 //! - `prime-audit keygen --state PATH` writes the initial sealing state
 //!   (mode 0600, never overwriting) and prints the verification key.
@@ -12,7 +12,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use prime_server::seal::{self, Key};
+use prime_server::audit::seal::{self, Key};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,7 +7,7 @@
 
 use clap::Parser;
 use prime_server::client::{ask, ask_pipelined, ClientError, Exchange, ReplySink};
-use prime_server::config::{parse_addr, parse_duration};
+use prime_server::ops::flags::{parse_addr, parse_duration};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;

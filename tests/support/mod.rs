@@ -7,11 +7,9 @@
 
 pub mod haproxy;
 
-use prime_server::admin::{Admin, AdminView};
-use prime_server::health::Health;
-use prime_server::logging;
-use prime_server::shutdown::Shutdown;
-use prime_server::{Config, PrimeServer, ServerMetrics, Summary};
+use prime_server::net::{CoreMetrics, Shutdown};
+use prime_server::ops::{discard, Admin, AdminView, Health, Server, Summary};
+use prime_server::prime::{Config, PrimeService, PrimeSummary};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown as Half, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,14 +29,16 @@ pub struct TestServer {
     pub audit_path: PathBuf,
     /// The handle that stops it.
     pub shutdown: Shutdown,
-    /// Its counters, live.
-    pub metrics: ServerMetrics,
+    /// The core's counters, live.
+    pub metrics: CoreMetrics,
+    /// The prime service (its counts, live, through `summary()`).
+    pub service: Arc<PrimeService>,
     /// Its health, live.
     pub health: Arc<Health>,
     /// Its admin endpoint (`/metrics`, `/readyz`), on another ephemeral port.
     pub admin: Admin,
     /// The thread running the server.
-    thread: Option<JoinHandle<Summary>>,
+    thread: Option<JoinHandle<Summary<PrimeSummary>>>,
     /// Keeps the audit directory alive.
     _dir: tempfile::TempDir,
 }
@@ -66,9 +66,11 @@ impl TestServer {
         };
         tweak(&mut config);
         let addr = listener.local_addr().expect("local addr");
-        let log = logging::discard();
-        let server = PrimeServer::open(&config, &log).expect("server opens");
-        let metrics = server.metrics().clone();
+        let log = discard();
+        let service = PrimeService::open(&config, &log).expect("the audit log opens");
+        let server = Server::open(service, &config.server, &log);
+        let metrics = server.core_metrics().clone();
+        let service = Arc::clone(server.service());
         let health = server.health();
         let admin = Admin::spawn(
             TcpListener::bind("127.0.0.1:0").expect("bind admin"),
@@ -87,6 +89,7 @@ impl TestServer {
             audit_path,
             shutdown,
             metrics,
+            service,
             health,
             admin,
             thread: Some(thread),
@@ -95,7 +98,7 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and returns its summary.
-    pub fn stop(mut self) -> Summary {
+    pub fn stop(mut self) -> Summary<PrimeSummary> {
         self.shutdown.request();
         self.thread
             .take()

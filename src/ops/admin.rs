@@ -2,10 +2,10 @@
 //! for operators and load balancers.
 //!
 //! * `GET /metrics`: the Prometheus registry in the OpenMetrics text format
-//!   (see [`crate::metrics`]).
+//!   (see [`crate::ops::metrics`]).
 //! * `GET /livez`: 200 while the process answers.
 //! * `GET /readyz`: 200, or 503 with a one-line reason (stopping, not
-//!   listening, audit log failing); see [`crate::health`].
+//!   listening, audit log failing); see [`crate::ops::health`].
 //! * `HEAD` of the same paths; anything else is 404 (405 for other methods,
 //!   400 for what is not HTTP).
 //!
@@ -17,9 +17,9 @@
 //! slow or hostile admin client can delay only other admin requests, never
 //! the service.
 
-use crate::health::Health;
-use crate::metrics;
-use crate::sync::Semaphore;
+use crate::net::Semaphore;
+use crate::ops::health::Health;
+use crate::ops::metrics;
 use prometheus_client::registry::Registry;
 use slog::{debug, warn, Logger};
 use std::io::{self, ErrorKind, Read, Write};
@@ -87,7 +87,7 @@ impl Drop for Admin {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocked accept(); the loop sees the flag and exits.
-        let _ = TcpStream::connect_timeout(&crate::shutdown::wake_target(self.addr), DEADLINE);
+        let _ = TcpStream::connect_timeout(&crate::net::wake_target(self.addr), DEADLINE);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -253,7 +253,7 @@ mod tests {
 
     fn start(view: AdminView) -> Admin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        Admin::spawn(listener, view, &crate::logging::discard()).unwrap()
+        Admin::spawn(listener, view, &crate::ops::logging::discard()).unwrap()
     }
 
     #[test]
@@ -272,7 +272,7 @@ mod tests {
         let not_ready = get(&admin, b"GET /readyz HTTP/1.1\r\n\r\n");
         assert!(not_ready.starts_with("HTTP/1.1 503 "), "{not_ready}");
         assert!(not_ready.ends_with("not ready: not listening\n"));
-        health.set_listening(true);
+        health.liveness().set_listening(true);
         assert!(get(&admin, b"GET /readyz?verbose HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
         let head = get(&admin, b"HEAD /readyz HTTP/1.1\r\n\r\n");
         assert!(

@@ -28,15 +28,15 @@
 //!   can use `create` instead of `copytruncate`. (`copytruncate` still
 //!   works: with `O_APPEND` the next line lands at the new end; but it
 //!   destroys sealed bytes, so it cannot be used with sealing.)
-//! * **Sealing** (`--audit-seal STATE`, see [`crate::seal`]): every
+//! * **Sealing** (`--audit-seal STATE`, see [`crate::audit::seal`]): every
 //!   appended byte is hashed under the writer's lock (cheap, no I/O); a
 //!   sealing thread, every `--seal-interval` when lines were written, at
 //!   every reopen and at shutdown, syncs the log and appends a seal record
 //!   to `<log>.seal` outside the lock, then evolves its key.
 
-use crate::metrics::{seconds, AuditMetrics};
-use crate::protocol::Answer;
-use crate::seal::{FileId, SealError, Sealer, Tracker};
+use crate::audit::metrics::AuditMetrics;
+use crate::audit::seal::{FileId, SealError, Sealer, Tracker};
+use parking_lot::{Condvar, Mutex};
 use slog::{error, info, warn, Logger};
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -377,10 +377,10 @@ impl AuditLog {
     /// # Errors
     ///
     /// [`AppendError`]; the caller must then send none of these answers.
-    pub fn record_batch<'a>(
+    pub fn record_batch<'a, E: Entry + 'a>(
         &self,
         peer: SocketAddr,
-        answers: impl IntoIterator<Item = &'a Answer>,
+        answers: impl IntoIterator<Item = &'a E>,
     ) -> Result<(), AppendError> {
         let lines = format_lines(SystemTime::now(), peer, answers);
         self.append(lines.as_bytes())
@@ -407,7 +407,7 @@ impl AuditLog {
     ///
     /// The I/O error of `fdatasync`.
     pub fn sync(&self) -> io::Result<()> {
-        let file = Arc::clone(&self.shared.lock_writer().file);
+        let file = Arc::clone(&self.shared.writer.lock().file);
         self.shared.timed_sync(&file)
     }
 
@@ -420,7 +420,7 @@ impl AuditLog {
     ///
     /// The path cannot be opened; the old file stays in use.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut writer = self.shared.lock_writer();
+        let mut writer = self.shared.writer.lock();
         let new = open_append(&self.shared.path)?;
         if let Err(e) = self.shared.timed_sync(&writer.file) {
             error!(self.shared.log, "cannot sync the audit log before reopening it"; "error" => %e);
@@ -436,13 +436,12 @@ impl AuditLog {
     /// (a `shutdown` seal). The log stays usable, unsealed; call it once
     /// serving is over.
     pub fn close(&self) {
-        let already = std::mem::replace(&mut self.shared.lock_control().closing, true);
+        let already = std::mem::replace(&mut self.shared.control.lock().closing, true);
         if already {
             return;
         }
         self.shared.control_signal.notify_all();
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads = std::mem::take(&mut *self.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }
@@ -457,20 +456,9 @@ impl Drop for AuditLog {
 }
 
 impl Shared {
-    /// The writer, recovering from poisoning: nothing that can panic runs
-    /// under this lock with the state half-changed.
-    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The group-commit state, likewise.
-    fn lock_commit(&self) -> MutexGuard<'_, Commit> {
-        self.commit.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Writes `bytes` whole or not at all; returns the append's number.
     fn write(&self, bytes: &[u8]) -> Result<u64, AppendError> {
-        let mut writer = self.lock_writer();
+        let mut writer = self.writer.lock();
         if let Some(undo) = writer.undo {
             if let Err(e) = writer.file.set_len(undo.size) {
                 return Err(self.failed(&mut writer, AppendError::Undo(e)));
@@ -546,7 +534,7 @@ impl Shared {
         let result = file.sync_data();
         self.metrics
             .sync_duration
-            .observe(seconds(started.elapsed()));
+            .observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => self.sync_failing.store(false, Ordering::Relaxed),
             Err(_) => {
@@ -560,7 +548,7 @@ impl Shared {
     /// Waits until append `seq` is durable, leading a group sync if none
     /// is running (group commit).
     fn make_durable(&self, seq: u64) -> Result<(), AppendError> {
-        let mut commit = self.lock_commit();
+        let mut commit = self.commit.lock();
         loop {
             if commit.synced >= seq {
                 return Ok(());
@@ -571,16 +559,13 @@ impl Shared {
                 )));
             }
             if commit.syncing {
-                commit = self
-                    .committed
-                    .wait(commit)
-                    .unwrap_or_else(PoisonError::into_inner);
+                self.committed.wait(&mut commit);
                 continue;
             }
             commit.syncing = true;
             drop(commit);
             let (target, file) = {
-                let writer = self.lock_writer();
+                let writer = self.writer.lock();
                 (
                     self.written.load(Ordering::Acquire),
                     Arc::clone(&writer.file),
@@ -591,7 +576,7 @@ impl Shared {
                 Ok(()) => None,
                 Err(e) => Some(self.after_sync_failure(e)),
             };
-            commit = self.lock_commit();
+            commit = self.commit.lock();
             commit.syncing = false;
             match failed_upto {
                 None => commit.synced = commit.synced.max(target),
@@ -604,7 +589,7 @@ impl Shared {
     /// After a failed sync: reopens the file so later syncs are honest, and
     /// returns the last append the failure may have lost.
     fn after_sync_failure(&self, e: &io::Error) -> u64 {
-        let mut writer = self.lock_writer();
+        let mut writer = self.writer.lock();
         let upto = self.written.load(Ordering::Acquire);
         error!(self.log, "audit log sync failed; the requests it covered are not answered";
             "error" => %e, "path" => %self.path.display());
@@ -624,53 +609,40 @@ impl Shared {
     /// there is one.
     fn seal_soon(&self) {
         if self.sealer.is_some() {
-            self.lock_control().seal_now = true;
+            self.control.lock().seal_now = true;
             self.control_signal.notify_all();
         }
-    }
-
-    /// The background threads' instructions.
-    fn lock_control(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The `interval` syncer: syncs every `every` while lines were written.
     fn sync_every(&self, every: Duration) {
         let mut synced = 0;
-        let mut control = self.lock_control();
+        let mut control = self.control.lock();
         while !control.closing {
-            control = self
-                .control_signal
-                .wait_timeout(control, every)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            self.control_signal.wait_for(&mut control, every);
             let written = self.written.load(Ordering::Acquire);
             if written == synced {
                 continue;
             }
             drop(control);
-            let file = Arc::clone(&self.lock_writer().file);
+            let file = Arc::clone(&self.writer.lock().file);
             match self.timed_sync(&file) {
                 Ok(()) => synced = written,
                 Err(e) => {
                     self.after_sync_failure(&e);
                 }
             }
-            control = self.lock_control();
+            control = self.control.lock();
         }
     }
 
     /// The sealing thread: every `every` (or at once after a reopen),
     /// seals the lines written since the last seal.
     fn seal_every(&self, every: Duration) {
-        let mut control = self.lock_control();
+        let mut control = self.control.lock();
         while !control.closing {
             if !control.seal_now {
-                control = self
-                    .control_signal
-                    .wait_timeout(control, every)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                self.control_signal.wait_for(&mut control, every);
             }
             if control.closing {
                 break;
@@ -678,17 +650,17 @@ impl Shared {
             control.seal_now = false;
             drop(control);
             self.seal(Tracker::cut);
-            control = self.lock_control();
+            control = self.control.lock();
         }
     }
 
     /// Takes cuts with `take` under the writer's lock, then (outside it)
     /// syncs the log so the sealed bytes are on disk, and seals them.
-    fn seal(&self, take: impl FnOnce(&mut Tracker) -> Vec<crate::seal::Cut>) {
+    fn seal(&self, take: impl FnOnce(&mut Tracker) -> Vec<crate::audit::seal::Cut>) {
         let Some(sealer) = &self.sealer else { return };
-        let mut sealer = sealer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sealer = sealer.lock();
         let (cuts, file) = {
-            let mut writer = self.lock_writer();
+            let mut writer = self.writer.lock();
             let Some(tracker) = writer.tracker.as_mut() else {
                 return;
             };
@@ -725,17 +697,28 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
+/// What one audit line records besides its time and client: a one-letter
+/// code and a phrase explaining it (printable ASCII, escaped by whoever
+/// built it). The prime service's answers are entries; the audit trail
+/// knows nothing else of them.
+pub trait Entry {
+    /// The code letter (`T`, `F`, `E`).
+    fn code(&self) -> char;
+    /// The phrase after it, e.g. `'17' is a prime number`.
+    fn phrase(&self) -> &str;
+}
+
 /// One audit line, newline included.
-pub fn format_line(at: SystemTime, peer: SocketAddr, answer: &Answer) -> String {
+pub fn format_line(at: SystemTime, peer: SocketAddr, answer: &impl Entry) -> String {
     format_lines(at, peer, [answer])
 }
 
 /// The audit lines of one batch (one client, one moment), newlines
 /// included: the time and the address are formatted once for all of them.
-pub fn format_lines<'a>(
+pub fn format_lines<'a, E: Entry + 'a>(
     at: SystemTime,
     peer: SocketAddr,
-    answers: impl IntoIterator<Item = &'a Answer>,
+    answers: impl IntoIterator<Item = &'a E>,
 ) -> String {
     use std::fmt::Write as _;
     let mut prefix = String::with_capacity(80);
@@ -745,9 +728,9 @@ pub fn format_lines<'a>(
     let mut lines = String::with_capacity(answers.size_hint().0 * (prefix.len() + 32));
     for answer in answers {
         lines.push_str(&prefix);
-        lines.push(answer.verdict.code());
+        lines.push(answer.code());
         lines.push(' ');
-        lines.push_str(&answer.phrase);
+        lines.push_str(answer.phrase());
         lines.push('\n');
     }
     lines
@@ -756,9 +739,29 @@ pub fn format_lines<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::discard;
-    use crate::protocol::Verdict;
     use std::time::UNIX_EPOCH;
+
+    /// A logger that drops every record.
+    fn discard() -> slog::Logger {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// An entry as the prime service makes them.
+    struct Answer {
+        /// The code letter.
+        code: char,
+        /// The phrase.
+        phrase: &'static str,
+    }
+
+    impl Entry for Answer {
+        fn code(&self) -> char {
+            self.code
+        }
+        fn phrase(&self) -> &str {
+            self.phrase
+        }
+    }
 
     fn open(path: &Path, policy: SyncPolicy) -> AuditLog {
         AuditLog::open(path, policy, None, AuditMetrics::default(), &discard()).unwrap()
@@ -766,8 +769,8 @@ mod tests {
 
     /// A logger whose records land in a list the test reads, each as its
     /// message followed by ` key=value` for each of its own fields.
-    fn capture() -> (Logger, Arc<Mutex<Vec<String>>>) {
-        struct Messages(Arc<Mutex<Vec<String>>>);
+    fn capture() -> (Logger, Arc<std::sync::Mutex<Vec<String>>>) {
+        struct Messages(Arc<std::sync::Mutex<Vec<String>>>);
         struct Fields(String);
         impl slog::Serializer for Fields {
             fn emit_arguments(
@@ -793,13 +796,13 @@ mod tests {
                 Ok(())
             }
         }
-        let messages = Arc::new(Mutex::new(Vec::new()));
+        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = Logger::root(Messages(Arc::clone(&messages)), slog::o!());
         (log, messages)
     }
 
     /// How many captured messages start with `prefix`.
-    fn count(messages: &Mutex<Vec<String>>, prefix: &str) -> usize {
+    fn count(messages: &std::sync::Mutex<Vec<String>>, prefix: &str) -> usize {
         messages
             .lock()
             .unwrap()
@@ -858,12 +861,12 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
         let answers = [
             Answer {
-                verdict: Verdict::Prime,
-                phrase: "'17' is a prime number".into(),
+                code: 'T',
+                phrase: "'17' is a prime number",
             },
             Answer {
-                verdict: Verdict::NotInteger,
-                phrase: "'4j' is not an integer".into(),
+                code: 'E',
+                phrase: "'4j' is not an integer",
             },
         ];
         log.record_batch(peer, &answers).unwrap();
@@ -999,9 +1002,12 @@ mod tests {
     }
 
     /// A sealed log in `dir`: (log, its metrics, the verification key).
-    fn sealed_log(dir: &Path, interval: Duration) -> (AuditLog, AuditMetrics, crate::seal::Key) {
+    fn sealed_log(
+        dir: &Path,
+        interval: Duration,
+    ) -> (AuditLog, AuditMetrics, crate::audit::seal::Key) {
         let state = dir.join("seal.state");
-        let key0 = crate::seal::keygen(&state).unwrap();
+        let key0 = crate::audit::seal::keygen(&state).unwrap();
         let metrics = AuditMetrics::default();
         let options = SealOptions { state, interval };
         let log = AuditLog::open(
@@ -1035,7 +1041,7 @@ mod tests {
             metrics.seals.get() > before_close,
             "close seals the last lines"
         );
-        let report = crate::seal::verify(&key0, &[dir.path().join("audit.log")]).unwrap();
+        let report = crate::audit::seal::verify(&key0, &[dir.path().join("audit.log")]).unwrap();
         assert_eq!(report.lines, 3);
         assert!(
             report.unsealed.is_empty() && report.late.is_empty(),
@@ -1056,7 +1062,7 @@ mod tests {
         assert!(sealed(&metrics, 1), "the reopen did not seal");
         log.append(b"two\n").unwrap();
         log.close();
-        let report = crate::seal::verify(&key0, &[rotated, path]).unwrap();
+        let report = crate::audit::seal::verify(&key0, &[rotated, path]).unwrap();
         assert_eq!((report.files, report.lines), (2, 2));
         assert!(
             report.unsealed.is_empty() && report.late.is_empty(),
@@ -1072,7 +1078,7 @@ mod tests {
         // with an interval of an hour, only that switch can cause a seal.
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("seal.state");
-        crate::seal::keygen(&state).unwrap();
+        crate::audit::seal::keygen(&state).unwrap();
         let path = link(dir.path(), Path::new("/dev/null"));
         let metrics = AuditMetrics::default();
         let options = SealOptions {
@@ -1135,8 +1141,8 @@ mod tests {
     fn line_format() {
         let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456);
         let answer = Answer {
-            verdict: Verdict::Prime,
-            phrase: "'17' is a prime number".into(),
+            code: 'T',
+            phrase: "'17' is a prime number",
         };
         let peer: SocketAddr = "[::1]:4242".parse().unwrap();
         assert_eq!(
@@ -1150,15 +1156,21 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_000_001);
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let answers = [
-            Answer::for_line(b"17", crate::prime::is_prime),
-            Answer::for_line(b"4j", crate::prime::is_prime),
+            Answer {
+                code: 'T',
+                phrase: "'17' is a prime number",
+            },
+            Answer {
+                code: 'E',
+                phrase: "'4j' is not an integer",
+            },
         ];
         assert_eq!(
             format_lines(at, peer, &answers),
             "2026-09-21T14:13:20.000001Z 127.0.0.1:9 T '17' is a prime number\n\
              2026-09-21T14:13:20.000001Z 127.0.0.1:9 E '4j' is not an integer\n"
         );
-        assert_eq!(format_lines(at, peer, []), "");
+        assert_eq!(format_lines::<Answer>(at, peer, []), "");
     }
 
     #[test]

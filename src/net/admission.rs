@@ -1,9 +1,12 @@
-//! A counting semaphore, for connections accepted but not yet finished
-//! (`--max-connections`); a stop waits on it until every connection is
-//! done.
+//! Admission under `--max-connections`: a counting semaphore for
+//! connections accepted but not yet finished, and the [`Admission`] each
+//! connection holds until it is dropped. A stop waits on the semaphore
+//! until every connection is done.
 
+use parking_lot::{Condvar, Mutex};
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A counting semaphore: an atomic count for the common case (a permit is
@@ -45,22 +48,14 @@ impl Semaphore {
             .is_ok()
     }
 
-    /// The waiters' lock, recovering from poisoning: it guards no data.
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Blocks until a permit is free and takes it; the permit goes back
     /// when the returned guard is dropped (a panic included).
     pub fn acquire(self: &Arc<Self>) -> Permit {
         if !self.try_take() {
-            let mut guard = self.lock();
+            let mut guard = self.lock.lock();
             self.waiting.fetch_add(1, Ordering::SeqCst);
             while !self.try_take() {
-                guard = self
-                    .returned
-                    .wait(guard)
-                    .unwrap_or_else(PoisonError::into_inner);
+                self.returned.wait(&mut guard);
             }
             self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
@@ -72,7 +67,7 @@ impl Semaphore {
     /// Waits until every permit is back or `deadline` passes; returns
     /// whether every permit is back.
     pub fn wait_until_unused(&self, deadline: Instant) -> bool {
-        let mut guard = self.lock();
+        let mut guard = self.lock.lock();
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let unused = loop {
             if self.available.load(Ordering::SeqCst) == self.capacity {
@@ -82,11 +77,7 @@ impl Semaphore {
             if left.is_zero() {
                 break false;
             }
-            guard = self
-                .returned
-                .wait_timeout(guard, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            self.returned.wait_for(&mut guard, left);
         };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         unused
@@ -114,9 +105,36 @@ impl Drop for Permit {
         // waiter is either still before that check (and will see this
         // permit) or already asleep (and is woken).
         if semaphore.waiting.load(Ordering::SeqCst) > 0 {
-            drop(semaphore.lock());
+            drop(semaphore.lock.lock());
             semaphore.returned.notify_all();
         }
+    }
+}
+
+/// A connection's place under `--max-connections`; it also keeps the
+/// `connections_open` gauge right, wherever the connection is dropped.
+pub struct Admission {
+    /// The semaphore permit.
+    _permit: Permit,
+    /// The gauge to decrement.
+    open: Gauge,
+}
+
+impl Admission {
+    /// Admits a connection: holds `permit` and counts it in `open` until
+    /// dropped.
+    pub fn new(permit: Permit, open: &Gauge) -> Admission {
+        open.inc();
+        Admission {
+            _permit: permit,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 

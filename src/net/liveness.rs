@@ -1,22 +1,19 @@
-//! What `/livez`, `/readyz` and the systemd watchdog ask of a running
-//! server, answered from one place.
+//! Whether the core is listening, stopping, and moving: the marks the
+//! accept loop, the waiting room and the pool leave as they work, and the
+//! check that reads them. The application turns these into `/readyz`,
+//! `/livez` and the systemd watchdog, adding checks of its own (the audit
+//! log's); the core knows nothing of those.
 //!
-//! * **Ready** (`/readyz`): the server is listening, is not stopping, and
-//!   every registered check passes (the audit log is writable and its last
-//!   sync succeeded). A stop turns it not-ready at once, so a load balancer
-//!   stops sending new connections while the accepted ones finish.
-//! * **Alive** (the watchdog): the worker pool runs a job within the given
-//!   time, the waiting room's loop has turned recently, and the accept loop
-//!   is not stuck outside `accept()`. That proves the paths a request takes
-//!   are moving, not just that the process exists.
+//! **Alive** means the paths a request takes are moving, not just that the
+//! process exists: the worker pool runs a job within the given time, the
+//! waiting room's loop has turned recently, and the accept loop is not
+//! stuck outside `accept()`.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
-
-/// A readiness check: `Some(reason)` when not ready.
-pub type Check = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The room's loop must have turned within this long to count as alive
 /// (it wakes at least once a second).
@@ -25,9 +22,9 @@ const ROOM_STALE: Duration = Duration::from_secs(5);
 /// counts as stuck.
 const ACCEPT_STUCK: Duration = Duration::from_secs(5);
 
-/// The server's health, shared by the core (which updates it) and the
-/// admin endpoint and watchdog (which read it).
-pub struct Health {
+/// The core's liveness marks, shared by the core (which updates them) and
+/// whoever reports on them.
+pub struct Liveness {
     /// Time origin for the tick fields.
     started: Instant,
     /// The accept loop runs.
@@ -46,22 +43,20 @@ pub struct Health {
     room_tick: AtomicU64,
     /// The pool, to probe.
     pool: Mutex<Option<ThreadPool>>,
-    /// Extra readiness checks (the audit log's).
-    checks: Mutex<Vec<Check>>,
 }
 
-impl std::fmt::Debug for Health {
+impl std::fmt::Debug for Liveness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health")
+        f.debug_struct("Liveness")
             .field("listening", &self.listening)
             .field("stopping", &self.stopping)
             .finish_non_exhaustive()
     }
 }
 
-impl Default for Health {
+impl Default for Liveness {
     fn default() -> Self {
-        Health {
+        Liveness {
             started: Instant::now(),
             listening: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -69,15 +64,14 @@ impl Default for Health {
             acceptor_seen: Mutex::new(None),
             room_tick: AtomicU64::new(0),
             pool: Mutex::new(None),
-            checks: Mutex::new(Vec::new()),
         }
     }
 }
 
-impl Health {
-    /// A fresh, not-yet-listening health.
-    pub fn new() -> Arc<Health> {
-        Arc::new(Health::default())
+impl Liveness {
+    /// Fresh marks: not yet listening.
+    pub fn new() -> Arc<Liveness> {
+        Arc::new(Liveness::default())
     }
 
     /// Microseconds since `started`, plus one (so 0 can mean "none").
@@ -92,20 +86,17 @@ impl Health {
         Duration::from_micros(self.now_tick().saturating_sub(tick))
     }
 
-    /// Adds a readiness check.
-    pub fn add_check(&self, check: Check) {
-        self.checks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(check);
-    }
-
     /// The accept loop started (or stopped) accepting.
     pub fn set_listening(&self, listening: bool) {
         self.listening.store(listening, Ordering::SeqCst);
     }
 
-    /// A stop was requested: not ready from now on.
+    /// Whether the accept loop is accepting.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+
+    /// A stop was requested.
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
@@ -115,9 +106,9 @@ impl Health {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// The pool the watchdog probes.
+    /// The pool the check probes.
     pub fn set_pool(&self, pool: Option<ThreadPool>) {
-        *self.pool.lock().unwrap_or_else(PoisonError::into_inner) = pool;
+        *self.pool.lock() = pool;
     }
 
     /// The accept loop begins handling a connection.
@@ -138,10 +129,7 @@ impl Health {
     /// as successive checks can tell; zero when it is waiting.
     fn acceptor_busy_for(&self) -> Duration {
         let turn = self.acceptor_turn.load(Ordering::Relaxed);
-        let mut seen = self
-            .acceptor_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self.acceptor_seen.lock();
         if turn.is_multiple_of(2) {
             *seen = None;
             return Duration::ZERO;
@@ -158,25 +146,6 @@ impl Health {
     /// The waiting room's loop turned.
     pub fn room_turned(&self) {
         self.room_tick.store(self.now_tick(), Ordering::Relaxed);
-    }
-
-    /// `Ok` when the server should get traffic; the reason otherwise.
-    ///
-    /// # Errors
-    ///
-    /// A one-line reason: stopping, not listening, or a failed check.
-    pub fn ready(&self) -> Result<(), String> {
-        if self.is_stopping() {
-            return Err("stopping".into());
-        }
-        if !self.listening.load(Ordering::SeqCst) {
-            return Err("not listening".into());
-        }
-        let checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
-        match checks.iter().find_map(|check| check()) {
-            Some(reason) => Err(reason),
-            None => Ok(()),
-        }
     }
 
     /// `Ok` when requests can make progress: the pool runs a job within
@@ -197,11 +166,7 @@ impl Health {
                 self.age(tick)
             ));
         }
-        let pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let pool = self.pool.lock().clone();
         if let Some(pool) = pool {
             let (done_tx, done_rx) = std::sync::mpsc::channel();
             pool.execute(move || {
@@ -220,34 +185,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_while_listening_and_not_stopping_and_checks_pass() {
-        let health = Health::new();
-        assert_eq!(health.ready(), Err("not listening".into()));
-        health.set_listening(true);
-        assert_eq!(health.ready(), Ok(()));
-        let failing = Arc::new(AtomicBool::new(true));
-        let flag = Arc::clone(&failing);
-        health.add_check(Box::new(move || {
-            flag.load(Ordering::SeqCst).then(|| "disk full".to_owned())
-        }));
-        assert_eq!(health.ready(), Err("disk full".into()));
-        failing.store(false, Ordering::SeqCst);
-        assert_eq!(health.ready(), Ok(()));
-        health.set_stopping();
-        assert_eq!(health.ready(), Err("stopping".into()));
-    }
-
-    #[test]
     fn a_blocked_pool_is_not_alive() {
-        let health = Health::new();
+        let liveness = Liveness::new();
         let pool = ThreadPool::new(1);
-        health.set_pool(Some(pool.clone()));
-        assert_eq!(health.alive(Duration::from_secs(10)), Ok(()));
+        liveness.set_pool(Some(pool.clone()));
+        assert_eq!(liveness.alive(Duration::from_secs(10)), Ok(()));
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         pool.execute(move || {
             let _ = release_rx.recv();
         });
-        let err = health.alive(Duration::from_millis(50)).unwrap_err();
+        let err = liveness.alive(Duration::from_millis(50)).unwrap_err();
         assert!(err.contains("worker pool"), "{err}");
         drop(release_tx);
         pool.join();
@@ -255,23 +202,23 @@ mod tests {
 
     #[test]
     fn a_stuck_acceptor_is_not_alive() {
-        let health = Health::new();
-        health.acceptor_busy();
+        let liveness = Liveness::new();
+        liveness.acceptor_busy();
         // First sight of this busy turn: not stuck yet.
-        assert_eq!(health.alive(Duration::from_secs(1)), Ok(()));
+        assert_eq!(liveness.alive(Duration::from_secs(1)), Ok(()));
         // Still the same busy turn, first seen a minute ago.
-        *health.acceptor_seen.lock().unwrap() = Some((1, Instant::now() - Duration::from_secs(60)));
-        let err = health.alive(Duration::from_secs(1)).unwrap_err();
+        *liveness.acceptor_seen.lock() = Some((1, Instant::now() - Duration::from_secs(60)));
+        let err = liveness.alive(Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("accept loop"), "{err}");
         // Another turn since: alive again.
-        health.acceptor_idle();
-        health.acceptor_busy();
-        assert_eq!(health.alive(Duration::from_secs(1)), Ok(()));
-        health.acceptor_idle();
-        assert_eq!(health.acceptor_turn.load(Ordering::Relaxed), 4);
-        health.acceptor_idle();
+        liveness.acceptor_idle();
+        liveness.acceptor_busy();
+        assert_eq!(liveness.alive(Duration::from_secs(1)), Ok(()));
+        liveness.acceptor_idle();
+        assert_eq!(liveness.acceptor_turn.load(Ordering::Relaxed), 4);
+        liveness.acceptor_idle();
         assert_eq!(
-            health.acceptor_turn.load(Ordering::Relaxed),
+            liveness.acceptor_turn.load(Ordering::Relaxed),
             4,
             "idle twice is one turn"
         );
@@ -279,14 +226,14 @@ mod tests {
 
     #[test]
     fn a_stale_room_is_not_alive() {
-        let health = Health {
+        let liveness = Liveness {
             started: Instant::now() - Duration::from_secs(60),
-            ..Health::default()
+            ..Liveness::default()
         };
-        health.room_tick.store(1, Ordering::Relaxed);
-        let err = health.alive(Duration::from_secs(1)).unwrap_err();
+        liveness.room_tick.store(1, Ordering::Relaxed);
+        let err = liveness.alive(Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("waiting room"), "{err}");
-        health.room_turned();
-        assert_eq!(health.alive(Duration::from_secs(1)), Ok(()));
+        liveness.room_turned();
+        assert_eq!(liveness.alive(Duration::from_secs(1)), Ok(()));
     }
 }

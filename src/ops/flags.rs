@@ -2,13 +2,9 @@
 //! turned into the library's plain option structs.
 
 use crate::audit::{SealOptions, SyncPolicy};
-use crate::clients::Rate;
-use crate::conn::Limits;
-use crate::logging::{LogFormat, LogLevel};
-use crate::proxy::TrustedProxies;
-use crate::server::{cores, default_workers, default_workers_for, ServerOptions};
-use crate::service::PrimeOptions;
-use crate::Config;
+use crate::net::{cores, default_workers, Limits, Rate, ServerOptions, TrustedProxies};
+use crate::ops::logging::{LogFormat, LogLevel};
+use crate::prime::{Config, PrimeOptions};
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -197,8 +193,18 @@ impl CommonArgs {
     }
 }
 
+impl EchoArgs {
+    /// The core's options for the echo service, which has no heavy work.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            heavy_threads: 0,
+            ..self.common.server_options()
+        }
+    }
+}
+
 impl ServerArgs {
-    /// The library configuration these arguments describe.
+    /// The prime server's configuration these arguments describe.
     pub fn config(&self) -> Config {
         let keep_alive = self.keep_alive.then_some(match self.max_requests_per_conn {
             0 => u64::MAX,
@@ -221,6 +227,17 @@ impl ServerArgs {
             },
             prime: PrimeOptions { keep_alive },
         }
+    }
+}
+
+/// The default pool size for an audit sync policy: with `always`, eight
+/// per core, so that while one group `fdatasync` runs, the next group's
+/// lines are being written (group commit needs writers in flight);
+/// otherwise [`default_workers`].
+pub fn default_workers_for(policy: SyncPolicy) -> usize {
+    match policy {
+        SyncPolicy::Always => cores() * 8,
+        _ => default_workers(),
     }
 }
 

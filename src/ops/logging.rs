@@ -159,32 +159,11 @@ pub fn discard() -> Logger {
 pub fn route_panics(log: &Logger) {
     let log = log.clone();
     std::panic::set_hook(Box::new(move |info| {
-        let message = panic_message(info.payload());
+        let message = crate::net::panic_message(info.payload());
         let thread = std::thread::current();
         slog::error!(log, "panic";
             "thread" => thread.name().unwrap_or("unnamed"),
             "at" => info.location().map(ToString::to_string).unwrap_or_default(),
             "message" => message);
     }));
-}
-
-/// Longest panic message a log record quotes, in bytes.
-const PANIC_MESSAGE_LIMIT: usize = 512;
-
-/// The message of a panic payload, escaped and bounded like client bytes:
-/// it may quote them, and a record must stay one printable line.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.as_str()
-    } else {
-        "(non-string panic payload)"
-    };
-    let escaped = crate::escape::escape_bytes(text.as_bytes(), PANIC_MESSAGE_LIMIT);
-    if escaped.cut_bytes == 0 {
-        escaped.text
-    } else {
-        format!("{}...[+{} bytes]", escaped.text, escaped.cut_bytes)
-    }
 }

@@ -12,7 +12,7 @@
 //! [`is_prime`] picks the path for a [`ParsedInt`]; every value below 2
 //! (zero, one and all negatives) is not prime.
 
-use crate::parse::ParsedInt;
+use crate::prime::parse::ParsedInt;
 use rug::integer::IsPrime;
 use rug::Integer;
 
@@ -197,7 +197,7 @@ impl Montgomery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::parse_int;
+    use crate::prime::parse::parse_int;
 
     fn prime_str(s: &str) -> bool {
         is_prime(&parse_int(s.as_bytes()).expect("test input parses"))

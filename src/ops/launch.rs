@@ -5,33 +5,16 @@
 //! talk to systemd, serve, drain the logger, and turn an error into one
 //! sentence on stderr with exit status 1.
 
-use crate::admin::{Admin, AdminView};
-use crate::config::CommonArgs;
-use crate::health::Health;
-use crate::shutdown::{self, Reload, Shutdown};
-use crate::{logging, server, systemd};
+use crate::net::bind;
+use crate::net::Shutdown;
+use crate::ops::admin::{Admin, AdminView};
+use crate::ops::app::{Server, Service};
+use crate::ops::flags::CommonArgs;
+use crate::ops::{logging, signals, systemd};
 use anyhow::Context;
-use prometheus_client::registry::Registry;
 use slog::{info, Logger};
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
-use std::sync::Arc;
-
-/// A server binary's service, opened and ready to run.
-pub trait Served {
-    /// The metrics `/metrics` serves.
-    fn registry(&self) -> Arc<Registry>;
-    /// The health `/readyz` and the watchdog read.
-    fn health(&self) -> Arc<Health>;
-    /// What SIGHUP does (reopen the audit log); `None` if nothing.
-    fn reloader(&self) -> Option<Reload>;
-    /// Serves on `listener` until `shutdown`, then finishes.
-    ///
-    /// # Errors
-    ///
-    /// Whatever stopped it from serving.
-    fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()>;
-}
 
 /// Runs a server binary: `open` builds the service (audit log and all)
 /// once the logger exists; the rest is shared.
@@ -42,12 +25,12 @@ pub trait Served {
 ///
 /// Exit status: 0 after a graceful stop, 1 (with `program: reason` on
 /// stderr) when it cannot start or serve.
-pub fn run_server<S: Served>(
-    program: &'static str,
+pub fn run_server<S: Service>(
     listen: SocketAddr,
     common: &CommonArgs,
-    open: impl FnOnce(&Logger) -> anyhow::Result<S>,
+    open: impl FnOnce(&Logger) -> anyhow::Result<Server<S>>,
 ) -> ExitCode {
+    let program = S::NAME;
     // First, before the logger starts its thread: reading the activation
     // variables also removes them from the environment.
     let inherited = inherited_listener();
@@ -62,12 +45,12 @@ pub fn run_server<S: Served>(
                 stop.share_listener();
                 listener
             }
-            None => server::bind(listen)?,
+            None => bind(listen)?,
         };
         let service = open(&log)?;
         let admin = match common.admin_listen {
             Some(addr) => {
-                let listener = server::bind(addr).context("admin endpoint (--admin-listen)")?;
+                let listener = bind(addr).context("admin endpoint (--admin-listen)")?;
                 let view = AdminView {
                     registry: service.registry(),
                     health: service.health(),
@@ -80,11 +63,14 @@ pub fn run_server<S: Served>(
             None => None,
         };
         let signals =
-            shutdown::install_signal_handlers(stop.clone(), program, &log, service.reloader())?;
+            signals::install_signal_handlers(stop.clone(), program, &log, service.reloader())?;
         stop.on_request(Box::new(systemd::stopping));
         let watchdog = systemd::spawn_watchdog(service.health(), &log);
         systemd::ready();
-        let served = service.serve(listener, stop);
+        let served = service
+            .run(listener, stop)
+            .map(drop)
+            .map_err(anyhow::Error::from);
         signals.close();
         drop(admin);
         if let Some(watchdog) = watchdog {

@@ -1,11 +1,15 @@
-//! The prime protocol's vocabulary: the verdict, its one-letter reply, and
-//! the audit phrase that explains it.
+//! The prime protocol's vocabulary and its one decision: the verdict, its
+//! one-letter reply, and the audit phrase that explains it.
 //!
-//! One request is one line; [`Answer::for_line`] turns it into a [`Verdict`]
-//! plus the phrase the audit log records (see the README for the format).
+//! One request is one line; [`decide`] turns it into an [`Answer`] (a
+//! [`Verdict`] plus the phrase the audit log records), or into a costly
+//! number whose test is left to the heavy lane. The server, the tests and
+//! the fuzz target all call it, so what they check is what runs.
 
+use crate::audit::Entry;
 use crate::escape::escape_bytes;
-use crate::parse::{parse_int, ParseError, ParsedInt};
+use crate::prime::parse::{parse_int, strip, ParseError, ParsedInt};
+use crate::prime::primality::{is_heavy, is_prime};
 
 /// How many bytes of a client's input an audit or log line quotes at most.
 pub const QUOTED_INPUT_LIMIT: usize = 256;
@@ -74,18 +78,6 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// Answers one line, calling `test` to decide primality of an integer
-    /// (so the caller can ration expensive tests).
-    pub fn for_line(line: &[u8], test: impl FnOnce(&ParsedInt) -> bool) -> Answer {
-        match parse_int(line) {
-            Ok(n) => {
-                let prime = test(&n);
-                Answer::for_int(&n, prime)
-            }
-            Err(error) => Answer::not_integer(crate::parse::strip(line), &error),
-        }
-    }
-
     /// The answer for an integer already parsed and tested.
     pub fn for_int(n: &ParsedInt, prime: bool) -> Answer {
         if prime {
@@ -104,7 +96,7 @@ impl Answer {
     /// The answer for a line that exceeded the server's line limit; `prefix`
     /// is what was read of it before the server stopped reading.
     pub fn too_long(prefix: &[u8], limit: usize) -> Answer {
-        let quoted = escape_bytes(crate::parse::strip(prefix), QUOTED_INPUT_LIMIT).quoted();
+        let quoted = escape_bytes(strip(prefix), QUOTED_INPUT_LIMIT).quoted();
         Answer {
             verdict: Verdict::NotInteger,
             phrase: format!("{quoted} is not an integer: line longer than {limit} bytes"),
@@ -121,14 +113,52 @@ impl Answer {
     }
 }
 
+impl Entry for Answer {
+    fn code(&self) -> char {
+        self.verdict.code()
+    }
+
+    fn phrase(&self) -> &str {
+        &self.phrase
+    }
+}
+
+/// What one line needs.
+#[derive(Debug)]
+pub enum Decision {
+    /// Its answer, decided now.
+    Answer(Answer),
+    /// An integer whose primality test is costly: it goes to the heavy
+    /// lane, which answers it with [`Answer::for_int`] and [`is_prime`].
+    Heavy(ParsedInt),
+}
+
+/// The one decision for a line (without its `\n`): parse it as Python's
+/// `int()` would; a number whose test is cheap is tested at once, a costly
+/// one is left to the heavy lane; anything else is not an integer.
+pub fn decide(line: &[u8]) -> Decision {
+    match parse_int(line) {
+        Ok(n) if is_heavy(&n) => Decision::Heavy(n),
+        Ok(n) => {
+            let prime = is_prime(&n);
+            Decision::Answer(Answer::for_int(&n, prime))
+        }
+        Err(error) => Decision::Answer(Answer::not_integer(strip(line), &error)),
+    }
+}
+
+/// The answer for a line, testing a costly number at once instead of
+/// leaving it to the lane: [`decide`] followed by what the lane does.
+pub fn answer(line: &[u8]) -> Answer {
+    match decide(line) {
+        Decision::Answer(answer) => answer,
+        Decision::Heavy(n) => Answer::for_int(&n, is_prime(&n)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prime::is_prime;
-
-    fn answer(line: &[u8]) -> Answer {
-        Answer::for_line(line, is_prime)
-    }
 
     #[test]
     fn phrases_use_the_canonical_number() {
@@ -155,6 +185,34 @@ mod tests {
         assert!(a
             .phrase
             .ends_with("...[+4045 bytes] is not an integer: more than 4300 digits (4301)"));
+    }
+
+    #[test]
+    fn costly_numbers_are_left_to_the_lane_and_answered_the_same() {
+        for line in [
+            "17".to_owned(),
+            "18".to_owned(),
+            "170141183460469231731687303715884105727".to_owned(), // 2^127 - 1
+            format!("1{}7", "0".repeat(298)),
+        ] {
+            let n = parse_int(line.as_bytes()).unwrap();
+            let expected = Answer::for_int(&n, is_prime(&n));
+            match decide(line.as_bytes()) {
+                Decision::Heavy(m) => {
+                    assert!(is_heavy(&n), "{line} is cheap but went to the lane");
+                    assert_eq!(m, n);
+                }
+                Decision::Answer(a) => {
+                    assert!(!is_heavy(&n), "{line} is costly but was tested at once");
+                    assert_eq!(a, expected);
+                }
+            }
+            assert_eq!(answer(line.as_bytes()), expected);
+        }
+        assert!(is_heavy(
+            &parse_int(format!("1{}7", "0".repeat(298)).as_bytes()).unwrap()
+        ));
+        assert!(!is_heavy(&parse_int(b"17").unwrap()));
     }
 
     #[test]

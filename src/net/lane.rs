@@ -17,11 +17,12 @@
 //! is queued is not read from, so its next lines wait in the kernel: TCP
 //! back-pressure), so it is bounded by `--max-connections`.
 
-use crate::metrics::CoreMetrics;
+use crate::net::metrics::CoreMetrics;
+use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// A unit of heavy work; it owns its connection and finishes it.
@@ -136,7 +137,7 @@ impl Lane {
 
     /// Queues `job` for a lane thread, fair by `addr`.
     pub fn submit(&self, addr: IpAddr, job: Job) {
-        let mut queue = self.shared.lock();
+        let mut queue = self.shared.queue.lock();
         queue.push(addr, job);
         self.shared.metrics.heavy_queued.inc();
         drop(queue);
@@ -145,14 +146,14 @@ impl Lane {
 
     /// Lets the threads exit once every queued job is done.
     pub fn close(&self) {
-        self.shared.lock().closing = true;
+        self.shared.queue.lock().closing = true;
         self.shared.work.notify_all();
     }
 
     /// Drops every job still waiting (their connections close without a
     /// reply); returns how many.
     pub fn discard_queued(&self) -> usize {
-        let jobs = self.shared.lock().take_all();
+        let jobs = self.shared.queue.lock().take_all();
         let n = jobs.len();
         self.shared
             .metrics
@@ -164,8 +165,7 @@ impl Lane {
 
     /// Waits for the lane threads to exit (after [`Lane::close`]).
     pub fn join(&self) {
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads = std::mem::take(&mut *self.threads.lock());
         for thread in threads {
             let _ = thread.join();
         }
@@ -173,16 +173,10 @@ impl Lane {
 }
 
 impl Shared {
-    /// The queue, recovering from poisoning: no code that can panic runs
-    /// under this lock.
-    fn lock(&self) -> MutexGuard<'_, FairQueue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A lane thread: run jobs in fair order until closed and empty.
     fn run(&self) {
         loop {
-            let mut queue = self.lock();
+            let mut queue = self.queue.lock();
             let job = loop {
                 if let Some(job) = queue.pop() {
                     break job;
@@ -190,10 +184,7 @@ impl Shared {
                 if queue.closing {
                     return;
                 }
-                queue = self
-                    .work
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+                self.work.wait(&mut queue);
             };
             drop(queue);
             self.metrics.heavy_queued.dec();
@@ -293,7 +284,7 @@ mod tests {
             }),
         );
         started_rx.recv().unwrap();
-        let ran = Arc::new(Mutex::new(0));
+        let ran = Arc::new(std::sync::Mutex::new(0));
         for _ in 0..3 {
             let ran = Arc::clone(&ran);
             lane.submit(ip(2), Box::new(move || *ran.lock().unwrap() += 1));

@@ -10,7 +10,7 @@
 //! waiting room turned, the accept loop is not stuck), so a wedged server
 //! is restarted instead of kept alive by a thread that merely exists.
 
-use crate::health::Health;
+use crate::ops::health::Health;
 use sd_notify::NotifyState;
 use slog::{debug, warn, Logger};
 use std::sync::Arc;

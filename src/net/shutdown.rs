@@ -8,25 +8,19 @@
 //! duplicate of the listening socket, which makes `accept()` fail at once.
 //! Either way nothing polls.
 //!
-//! [`install_signal_handlers`] ties SIGINT and SIGTERM to it: the first
-//! signal requests a graceful stop, a second exits at once with status 130;
-//! SIGHUP reopens the audit log.
+//! The signals that request it are the application's
+//! (`crate::ops::signals`).
 
-use anyhow::Context;
-use signal_hook::consts::{SIGHUP, SIGTERM};
-use slog::{error, info, Logger};
+use parking_lot::Mutex;
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the wake-up connection may take before the fallback is used.
 const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Exit status after a second signal: 128 + SIGINT, as shells report it.
-pub const FORCED_EXIT_STATUS: i32 = 130;
 
 /// A cloneable handle that asks a running server to stop gracefully.
 #[derive(Debug, Clone, Default)]
@@ -79,11 +73,7 @@ impl Shutdown {
         }
         // Holding the lock keeps the listener from being deregistered (and
         // its socket closed) while we wake it.
-        let listener = self
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let listener = self.inner.listener.lock();
         if let Some(listener) = listener.as_ref() {
             let shared = self.inner.shared_listener.load(Ordering::SeqCst);
             // A full backlog is the usual reason the connect fails, and
@@ -101,13 +91,7 @@ impl Shutdown {
             }
         }
         drop(listener);
-        for callback in self
-            .inner
-            .callbacks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for callback in self.inner.callbacks.lock().iter() {
             callback();
         }
         true
@@ -116,11 +100,7 @@ impl Shutdown {
     /// Calls `callback` when a stop is requested (at once if it already
     /// was).
     pub fn on_request(&self, callback: Box<dyn Fn() + Send + Sync>) {
-        let mut callbacks = self
-            .inner
-            .callbacks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut callbacks = self.inner.callbacks.lock();
         if self.is_requested() {
             callback();
         }
@@ -135,12 +115,7 @@ impl Shutdown {
 
     /// Whether `peer` is this handle's own wake-up connection.
     pub fn is_waker(&self, peer: SocketAddr) -> bool {
-        *self
-            .inner
-            .waker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            == Some(peer)
+        *self.inner.waker.lock() == Some(peer)
     }
 
     /// Makes `listener` the one [`Shutdown::request`] wakes, until the
@@ -151,11 +126,7 @@ impl Shutdown {
     /// Duplicating the listening socket failed.
     pub fn register(&self, listener: &TcpListener) -> io::Result<Registration> {
         let duplicate = listener.try_clone()?;
-        *self
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(duplicate);
+        *self.inner.listener.lock() = Some(duplicate);
         Ok(Registration {
             shutdown: self.clone(),
         })
@@ -171,11 +142,7 @@ impl Shutdown {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::other("wake socket has no IP address"))?;
-        *self
-            .inner
-            .waker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(local);
+        *self.inner.waker.lock() = Some(local);
         socket.connect_timeout(&target.into(), WAKE_CONNECT_TIMEOUT)?;
         let mut stream = TcpStream::from(socket);
         stream.write_all(b"\n")?;
@@ -208,12 +175,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut listener = self
-            .shutdown
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut listener = self.shutdown.inner.listener.lock();
         *listener = None;
     }
 }
@@ -227,98 +189,6 @@ pub(crate) fn wake_target(bound: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, bound.port())
-}
-
-/// What SIGHUP does: reopen whatever files the service writes.
-pub type Reload = Box<dyn Fn() -> anyhow::Result<()> + Send + Sync>;
-
-/// The signal handlers of a server binary; [`Signals::close`] stops the
-/// thread that waits for SIGTERM and SIGHUP.
-#[derive(Debug)]
-pub struct Signals {
-    /// Closes the signal-hook iterator.
-    handle: signal_hook::iterator::Handle,
-    /// The thread waiting for SIGTERM and SIGHUP.
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Signals {
-    /// Stops listening for SIGTERM and SIGHUP (SIGINT stays routed).
-    pub fn close(mut self) {
-        self.handle.close();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Routes the signals of a server binary:
-/// * SIGINT (Ctrl-C, through `ctrlc`) and SIGTERM (through `signal-hook`):
-///   the first requests a graceful stop of `shutdown`; a second one, of
-///   either kind, prints a line on stderr and exits the process at once
-///   with status [`FORCED_EXIT_STATUS`].
-/// * SIGHUP: runs `reload` (reopen the audit log), or logs that there is
-///   nothing to reopen.
-///
-/// # Errors
-///
-/// A handler could not be installed (for instance, one already was).
-pub fn install_signal_handlers(
-    shutdown: Shutdown,
-    program: &'static str,
-    log: &Logger,
-    reload: Option<Reload>,
-) -> anyhow::Result<Signals> {
-    let count = Arc::new(AtomicUsize::new(0));
-    let stop = {
-        let log = log.clone();
-        move || {
-            if count.fetch_add(1, Ordering::SeqCst) == 0 {
-                info!(
-                    log,
-                    "signal received; finishing accepted connections (signal again to exit now)"
-                );
-                shutdown.request();
-            } else {
-                // Deliberately not through the async logger: it may be the
-                // very thing that is stuck.
-                eprintln!("{program}: second signal received; exiting immediately");
-                std::process::exit(FORCED_EXIT_STATUS);
-            }
-        }
-    };
-    let on_term = stop.clone();
-    ctrlc::set_handler(stop).context("cannot install the SIGINT handler")?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
-        .context("cannot install the SIGTERM/SIGHUP handlers")?;
-    let handle = signals.handle();
-    let log = log.clone();
-    let thread = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if signal == SIGTERM {
-                    on_term();
-                    continue;
-                }
-                let Some(reload) = &reload else {
-                    info!(log, "SIGHUP received; nothing to reopen");
-                    continue;
-                };
-                crate::systemd::reloading();
-                match reload() {
-                    Ok(()) => info!(log, "SIGHUP: logs reopened"),
-                    Err(e) => error!(log, "SIGHUP: cannot reopen the logs; still writing to the old files";
-                        "error" => format!("{e:#}")),
-                }
-                crate::systemd::reloaded();
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(Signals {
-        handle,
-        thread: Some(thread),
-    })
 }
 
 #[cfg(test)]

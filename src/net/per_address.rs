@@ -13,11 +13,12 @@
 //! no connection and a full bucket, so memory is bounded by the open
 //! connections plus the addresses seen in the last second or so.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A request rate such as `100/s`.
@@ -61,7 +62,7 @@ impl fmt::Display for Rate {
     }
 }
 
-/// What [`Clients::take`] allows.
+/// What [`AddressLimits::take`] allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
     /// Serve up to this many lines now (at least 1).
@@ -72,7 +73,7 @@ pub enum Grant {
 
 /// The per-address state of a server.
 #[derive(Debug)]
-pub struct Clients {
+pub struct AddressLimits {
     /// Each address's connections and tokens.
     entries: Mutex<HashMap<IpAddr, Entry>>,
     /// `--max-connections-per-ip`.
@@ -100,39 +101,33 @@ pub struct Refused(pub u32);
 /// One connection's claim on its address's connection count; dropping it
 /// gives the claim back.
 #[derive(Debug)]
-pub struct ClientSlot {
+pub struct AddressSlot {
     /// The registry to give it back to.
-    clients: Arc<Clients>,
+    clients: Arc<AddressLimits>,
     /// The address it counts against.
     ip: IpAddr,
 }
 
-impl Drop for ClientSlot {
+impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut entries = self.clients.lock();
+        let mut entries = self.clients.entries.lock();
         if let Some(entry) = entries.get_mut(&self.ip) {
             entry.connections = entry.connections.saturating_sub(1);
         }
     }
 }
 
-impl Clients {
+impl AddressLimits {
     /// The registry for these limits, or `None` when both are off.
-    pub fn new(max_connections: Option<u32>, rate: Option<Rate>) -> Option<Arc<Clients>> {
+    pub fn new(max_connections: Option<u32>, rate: Option<Rate>) -> Option<Arc<AddressLimits>> {
         if max_connections.is_none() && rate.is_none() {
             return None;
         }
-        Some(Arc::new(Clients {
+        Some(Arc::new(AddressLimits {
             entries: Mutex::new(HashMap::new()),
             max_connections,
             rate,
         }))
-    }
-
-    /// The entries, recovering from poisoning: no code that can panic runs
-    /// under this lock.
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A fresh entry with a full bucket.
@@ -150,9 +145,9 @@ impl Clients {
     /// # Errors
     ///
     /// [`Refused`] with the cap.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ClientSlot, Refused> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refused> {
         let now = Instant::now();
-        let mut entries = self.lock();
+        let mut entries = self.entries.lock();
         let entry = entries.entry(ip).or_insert_with(|| self.fresh(now));
         if let Some(max) = self.max_connections {
             if entry.connections >= max {
@@ -160,7 +155,7 @@ impl Clients {
             }
         }
         entry.connections += 1;
-        Ok(ClientSlot {
+        Ok(AddressSlot {
             clients: Arc::clone(self),
             ip,
         })
@@ -172,7 +167,7 @@ impl Clients {
         let Some(rate) = self.rate else {
             return Grant::Lines(want);
         };
-        let mut entries = self.lock();
+        let mut entries = self.entries.lock();
         let entry = entries.entry(ip).or_insert_with(|| self.fresh(now));
         refill(entry, rate, now);
         // Truncation is the point: whole tokens only.
@@ -191,17 +186,17 @@ impl Clients {
         Grant::Wait(now + wait)
     }
 
-    /// Whether `--max-rate-per-ip` is on (otherwise [`Clients::take`]
+    /// Whether `--max-rate-per-ip` is on (otherwise [`AddressLimits::take`]
     /// grants whatever is asked).
     pub fn rate_limited(&self) -> bool {
         self.rate.is_some()
     }
 
-    /// Gives back `n` tokens taken by [`Clients::take`] but not used (the
+    /// Gives back `n` tokens taken by [`AddressLimits::take`] but not used (the
     /// turn had fewer lines than it was granted).
     pub fn refund(&self, ip: IpAddr, n: usize) {
         let Some(rate) = self.rate else { return };
-        if let Some(entry) = self.lock().get_mut(&ip) {
+        if let Some(entry) = self.entries.lock().get_mut(&ip) {
             #[allow(clippy::cast_precision_loss)]
             let n = n as f64;
             entry.tokens = (entry.tokens + n).min(rate.per_second);
@@ -211,7 +206,7 @@ impl Clients {
     /// Forgets addresses with no connection and a full bucket.
     pub fn sweep(&self, now: Instant) {
         let rate = self.rate;
-        self.lock().retain(|_, entry| {
+        self.entries.lock().retain(|_, entry| {
             if entry.connections > 0 {
                 return true;
             }
@@ -226,8 +221,9 @@ impl Clients {
     }
 
     /// How many addresses are tracked now.
-    pub fn tracked(&self) -> usize {
-        self.lock().len()
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.entries.lock().len()
     }
 }
 
@@ -257,12 +253,12 @@ mod tests {
 
     #[test]
     fn both_limits_off_keeps_no_state() {
-        assert!(Clients::new(None, None).is_none());
+        assert!(AddressLimits::new(None, None).is_none());
     }
 
     #[test]
     fn the_connection_cap_counts_and_releases() {
-        let clients = Clients::new(Some(2), None).unwrap();
+        let clients = AddressLimits::new(Some(2), None).unwrap();
         let a = clients.admit(ip(1)).unwrap();
         let _b = clients.admit(ip(1)).unwrap();
         assert_eq!(clients.admit(ip(1)).unwrap_err(), Refused(2));
@@ -273,7 +269,7 @@ mod tests {
 
     #[test]
     fn the_bucket_grants_then_waits_then_refills() {
-        let clients = Clients::new(None, Some("10/s".parse().unwrap())).unwrap();
+        let clients = AddressLimits::new(None, Some("10/s".parse().unwrap())).unwrap();
         let t0 = Instant::now();
         assert_eq!(clients.take(ip(1), 4, t0), Grant::Lines(4));
         assert_eq!(clients.take(ip(1), 100, t0), Grant::Lines(6));
@@ -299,7 +295,7 @@ mod tests {
 
     #[test]
     fn sweep_forgets_idle_addresses_with_full_buckets() {
-        let clients = Clients::new(Some(5), Some("10/s".parse().unwrap())).unwrap();
+        let clients = AddressLimits::new(Some(5), Some("10/s".parse().unwrap())).unwrap();
         let t0 = Instant::now();
         let slot = clients.admit(ip(1)).unwrap();
         clients.take(ip(2), 5, t0);

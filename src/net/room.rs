@@ -22,8 +22,9 @@
 //!   the client (the wait is the server's choice).
 //!
 //! Connections arrive through [`RoomHandle::park`] (from the accept loop,
-//! workers and the heavy lane) and leave through the core
-//! ([`Serve`]), which dispatches them to the pool.
+//! workers and the heavy lane) and leave through the core's one hand-off,
+//! [`Serve::process`], which queues them for a worker once their line is
+//! ready (or gives them back to wait some more).
 //! Readiness comes from `mio` (epoll on Linux, edge-triggered): each
 //! connection is registered while it waits here and deregistered when it
 //! leaves, and every event is read until the kernel has nothing more.
@@ -32,18 +33,23 @@
 //! line is still answered, anything less is closed without a reply.
 //! Flushing and lingering connections finish as usual.
 
-use crate::conn::{Connection, LINGER};
-use crate::proxy::ProxyError;
-use crate::worker::{Input, Serve, Then};
+use crate::net::connection::{Connection, LINGER};
+use crate::net::liveness::Liveness;
+use crate::net::metrics::CoreMetrics;
+use crate::net::per_address::AddressLimits;
+use crate::net::proxy::ProxyError;
+use crate::net::shutdown::Shutdown;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
 use slab::Slab;
-use slog::{debug, error, warn};
+use slog::{debug, error, warn, Logger};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The waker's token; connections use their slab index.
@@ -52,6 +58,36 @@ const WAKER: Token = Token(usize::MAX);
 const EVENTS: usize = 1024;
 /// How often idle per-address state is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The core as the room sees it (not generic over the handler): where a
+/// connection goes when its wait is over.
+pub trait Serve: Send + Sync {
+    /// The one hand-off, as Tomcat's `processSocket`: reads what has
+    /// arrived (when `read`), turns the connection away if its PROXY header
+    /// or its address's limits say so (logged and counted), and queues it
+    /// for a worker when a line is ready (marked ready at `ready_at`).
+    /// Gives the connection back when it has to wait for more input.
+    fn process(
+        self: Arc<Self>,
+        conn: Connection,
+        read: bool,
+        ready_at: Instant,
+    ) -> Option<Connection>;
+    /// Continues a connection whose replies the room finished sending.
+    fn after_flush(self: Arc<Self>, conn: Connection, then: Then);
+    /// Counts and logs a connection closed for its PROXY header (the one
+    /// place that does, wherever the header failed).
+    fn reject_proxy(&self, socket_peer: SocketAddr, reason: &ProxyError);
+}
+
+/// What to do with a connection once its replies are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Serve its next line, or wait for one.
+    Route,
+    /// Close it.
+    Close,
+}
 
 /// Why a connection is parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +104,7 @@ pub enum Park {
 }
 
 /// What a parked connection is waiting for, with its deadline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// A line; `idle` when not even its first byte has come.
     Read {
@@ -122,11 +158,7 @@ struct Shared {
 impl RoomHandle {
     /// Hands `conn` to the room to wait as `park` says.
     pub fn park(&self, conn: Connection, park: Park) {
-        let mut inbox = self
-            .shared
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut inbox = self.shared.inbox.lock();
         let was_empty = inbox.is_empty();
         inbox.push((conn, park));
         drop(inbox);
@@ -165,6 +197,16 @@ pub struct Room {
     swept: Instant,
     /// Source of generations.
     generation: u64,
+    /// The core's counters (the `waiting` gauge, timeouts, closes).
+    metrics: CoreMetrics,
+    /// Where the room marks that its loop turned.
+    liveness: Arc<Liveness>,
+    /// The per-address limits, swept of idle addresses every second.
+    address_limits: Option<Arc<AddressLimits>>,
+    /// The stop flag.
+    shutdown: Shutdown,
+    /// The server's logger.
+    log: Logger,
 }
 
 impl Room {
@@ -173,7 +215,13 @@ impl Room {
     /// # Errors
     ///
     /// The poller or its waker could not be created.
-    pub fn new() -> io::Result<(Room, RoomHandle)> {
+    pub fn new(
+        metrics: CoreMetrics,
+        liveness: Arc<Liveness>,
+        address_limits: Option<Arc<AddressLimits>>,
+        shutdown: Shutdown,
+        log: Logger,
+    ) -> io::Result<(Room, RoomHandle)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(Shared {
@@ -189,6 +237,11 @@ impl Room {
             stopping: false,
             swept: Instant::now(),
             generation: 0,
+            metrics,
+            liveness,
+            address_limits,
+            shutdown,
+            log,
         };
         Ok((room, RoomHandle { shared }))
     }
@@ -198,11 +251,11 @@ impl Room {
     pub fn run(mut self, core: &Arc<dyn Serve>) {
         let mut events = Events::with_capacity(EVENTS);
         loop {
-            core.health().room_turned();
+            self.liveness.room_turned();
             let timeout = self.timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    error!(core.log(), "waiting room: poll failed; retrying"; "error" => %e);
+                    error!(self.log, "waiting room: poll failed; retrying"; "error" => %e);
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
@@ -215,36 +268,30 @@ impl Room {
             if self.shared.exit.load(Ordering::SeqCst) {
                 break;
             }
-            let arrivals = std::mem::take(
-                &mut *self
-                    .shared
-                    .inbox
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
+            let arrivals = std::mem::take(&mut *self.shared.inbox.lock());
             for (conn, park) in arrivals {
                 self.admit(conn, park, core);
             }
             let now = Instant::now();
-            if core.stopping() && !self.stopping {
+            if self.shutdown.is_requested() && !self.stopping {
                 self.stop(core);
             }
             self.expire(now, core);
             if now.duration_since(self.swept) >= SWEEP_EVERY {
                 self.swept = now;
-                if let Some(clients) = core.clients() {
-                    clients.sweep(now);
+                if let Some(limits) = &self.address_limits {
+                    limits.sweep(now);
                 }
             }
         }
         // Told to exit: whatever is still here closes without a reply.
         let left = self.entries.len();
         for entry in self.entries.drain() {
-            core.metrics().waiting.dec();
+            self.metrics.waiting.dec();
             drop(entry.conn);
         }
         if left > 0 {
-            debug!(core.log(), "waiting room closed"; "connections_closed" => left);
+            debug!(self.log, "waiting room closed"; "connections_closed" => left);
         }
     }
 
@@ -273,32 +320,24 @@ impl Room {
                     return;
                 }
                 conn.shrink();
-                State::Read {
-                    idle: !conn.has_partial_line() && conn.lines_taken() > 0,
-                }
+                return self.wait_for_line(conn, None);
             }
             Park::Flush(then) => State::Flush(then),
             Park::Linger => State::Linger { drained: 0 },
             Park::Throttled(until) => {
                 if self.stopping {
-                    core.clone().dispatch(conn);
+                    self.release(conn, core);
                     return;
                 }
-                return self.insert(conn, State::Throttled, Some(until), core);
+                return self.insert(conn, State::Throttled, Some(until));
             }
         };
         let deadline = deadline_of(&conn, state);
-        self.insert(conn, state, Some(deadline), core);
+        self.insert(conn, state, Some(deadline));
     }
 
     /// Registers and stores a connection.
-    fn insert(
-        &mut self,
-        conn: Connection,
-        state: State,
-        deadline: Option<Instant>,
-        core: &Arc<dyn Serve>,
-    ) {
+    fn insert(&mut self, conn: Connection, state: State, deadline: Option<Instant>) {
         let interest = match state {
             State::Read { .. } | State::Linger { .. } => Some(Interest::READABLE),
             State::Flush(_) => Some(Interest::WRITABLE),
@@ -315,7 +354,7 @@ impl Room {
             {
                 // Out of kernel memory for epoll, say: the connection
                 // cannot be watched, so it cannot be served fairly.
-                warn!(core.log(), "waiting room cannot watch a connection; closing it";
+                warn!(self.log, "waiting room cannot watch a connection; closing it";
                     "peer" => %conn.peer(), "error" => %e);
                 return;
             }
@@ -332,17 +371,17 @@ impl Room {
             registered: interest.is_some(),
             generation,
         });
-        core.metrics().waiting.inc();
+        self.metrics.waiting.inc();
     }
 
     /// Removes a connection from the room (deregistering it).
-    fn remove(&mut self, token: usize, core: &Arc<dyn Serve>) -> Entry {
+    fn remove(&mut self, token: usize) -> Entry {
         let entry = self.entries.remove(token);
         if entry.registered {
             let fd = entry.conn.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
-        core.metrics().waiting.dec();
+        self.metrics.waiting.dec();
         entry
     }
 
@@ -352,33 +391,24 @@ impl Room {
             return;
         };
         match entry.state {
-            State::Read { idle } => match core.poll_input(&mut entry.conn, true) {
-                Input::Ready => {
-                    let mut entry = self.remove(token, core);
-                    entry.conn.mark_ready(Instant::now());
-                    core.clone().dispatch(entry.conn);
+            State::Read { .. } => {
+                let entry = self.remove(token);
+                if let Some(conn) = Arc::clone(core).process(entry.conn, true, Instant::now()) {
+                    // Still no complete line: wait on, keeping the deadline
+                    // unless the first byte of a keep-alive line came (then
+                    // the request timeout applies, not the idle timeout).
+                    self.wait_for_line(conn, Some((entry.state, entry.deadline)));
                 }
-                Input::Wait if idle && entry.conn.has_partial_line() => {
-                    // The first byte of a keep-alive line: from now on the
-                    // request timeout applies, not the idle timeout.
-                    let state = State::Read { idle: false };
-                    let deadline = deadline_of(&entry.conn, state);
-                    self.rearm(token, state, deadline);
-                }
-                Input::Wait => {}
-                Input::Closed => {
-                    self.remove(token, core);
-                }
-            },
+            }
             State::Flush(then) => match entry.conn.flush() {
                 Ok(true) => {
-                    let entry = self.remove(token, core);
+                    let entry = self.remove(token);
                     core.clone().after_flush(entry.conn, then);
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    let entry = self.remove(token, core);
-                    debug!(core.log(), "connection failed while sending replies";
+                    let entry = self.remove(token);
+                    debug!(self.log, "connection failed while sending replies";
                         "peer" => %entry.conn.peer(), "error" => %e);
                 }
             },
@@ -386,22 +416,36 @@ impl Room {
                 let done = entry.conn.drain(&mut drained);
                 entry.state = State::Linger { drained };
                 if done {
-                    self.remove(token, core);
+                    self.remove(token);
                 }
             }
             State::Throttled => {}
         }
     }
 
-    /// Gives the entry at `token` a new state and deadline.
-    fn rearm(&mut self, token: usize, state: State, deadline: Instant) {
-        self.generation += 1;
-        if let Some(entry) = self.entries.get_mut(token) {
-            entry.state = state;
-            entry.deadline = Some(deadline);
-            entry.generation = self.generation;
-            self.timers
-                .push(Reverse((deadline, token, self.generation)));
+    /// Parks a connection that has no complete line yet: idle (between
+    /// keep-alive lines) or part-way through a line, with the deadline that
+    /// state has. `before` is the state and deadline it waited with until
+    /// now, kept when the state has not changed.
+    fn wait_for_line(&mut self, conn: Connection, before: Option<(State, Option<Instant>)>) {
+        let state = State::Read {
+            idle: !conn.has_partial_line() && conn.lines_taken() > 0,
+        };
+        let deadline = match before {
+            Some((State::Read { idle }, deadline)) if state == (State::Read { idle }) => deadline,
+            _ => Some(deadline_of(&conn, state)),
+        };
+        self.insert(conn, state, deadline);
+    }
+
+    /// Hands a connection whose wait is over back to the core (a throttled
+    /// one with tokens again, or any at a stop). It has a complete line, so
+    /// it goes to a worker; should it not, it cannot wait any longer and is
+    /// closed.
+    fn release(&mut self, conn: Connection, core: &Arc<dyn Serve>) {
+        let ready_since = conn.ready_since();
+        if let Some(conn) = Arc::clone(core).process(conn, false, ready_since) {
+            debug!(self.log, "released connection had no line; closing"; "peer" => %conn.peer());
         }
     }
 
@@ -419,42 +463,36 @@ impl Room {
             if !live {
                 continue;
             }
-            let mut entry = self.remove(token, core);
+            let entry = self.remove(token);
             match entry.state {
                 State::Read { idle } => {
                     // A connection is not blamed for the room's own delay:
                     // a line that has arrived by now is still answered.
-                    match core.poll_input(&mut entry.conn, true) {
-                        Input::Ready => {
-                            entry.conn.mark_ready(now);
-                            core.clone().dispatch(entry.conn);
-                        }
-                        Input::Closed => {}
-                        Input::Wait if idle => {
-                            core.metrics().idle_closed.inc();
-                            debug!(core.log(), "keep-alive connection idle; closing";
-                                "peer" => %entry.conn.peer(),
-                                "after" => ?entry.conn.limits().idle_timeout);
-                        }
-                        Input::Wait if !entry.conn.peer_known() => {
-                            core.reject_proxy(entry.conn.socket_peer(), &ProxyError::Incomplete);
-                        }
-                        Input::Wait => {
-                            core.metrics().timeouts.inc();
-                            warn!(core.log(), "request timed out; closing without a reply";
-                                "peer" => %entry.conn.peer(),
-                                "timeout" => ?entry.conn.limits().request_timeout);
-                        }
+                    let Some(conn) = Arc::clone(core).process(entry.conn, true, now) else {
+                        continue;
+                    };
+                    if idle {
+                        self.metrics.idle_closed.inc();
+                        debug!(self.log, "keep-alive connection idle; closing";
+                            "peer" => %conn.peer(),
+                            "after" => ?conn.limits().idle_timeout);
+                    } else if !conn.peer_known() {
+                        core.reject_proxy(conn.socket_peer(), &ProxyError::Incomplete);
+                    } else {
+                        self.metrics.timeouts.inc();
+                        warn!(self.log, "request timed out; closing without a reply";
+                            "peer" => %conn.peer(),
+                            "timeout" => ?conn.limits().request_timeout);
                     }
                 }
                 State::Flush(_) => {
-                    core.metrics().timeouts.inc();
-                    warn!(core.log(), "client did not read its replies in time; closing";
+                    self.metrics.timeouts.inc();
+                    warn!(self.log, "client did not read its replies in time; closing";
                         "peer" => %entry.conn.peer(),
                         "timeout" => ?entry.conn.limits().write_timeout);
                 }
                 State::Linger { .. } => {}
-                State::Throttled => core.clone().dispatch(entry.conn),
+                State::Throttled => self.release(entry.conn, core),
             }
         }
     }
@@ -470,30 +508,24 @@ impl Room {
             .map(|(token, _)| token)
             .collect();
         for token in tokens {
-            let entry = self.remove(token, core);
+            let entry = self.remove(token);
             match entry.state {
-                State::Throttled => core.clone().dispatch(entry.conn),
+                State::Throttled => self.release(entry.conn, core),
                 _ => self.last_read(entry.conn, core),
             }
         }
     }
 
     /// One last read of a connection waiting for a line during a stop.
-    fn last_read(&mut self, mut conn: Connection, core: &Arc<dyn Serve>) {
-        match core.poll_input(&mut conn, true) {
-            Input::Ready => {
-                conn.mark_ready(Instant::now());
-                core.clone().dispatch(conn);
-            }
-            Input::Closed => {}
-            Input::Wait => {
-                if conn.lines_taken() == 0 || conn.has_partial_line() {
-                    core.metrics().closed_at_stop.inc();
-                }
-                debug!(core.log(), "stopping: closing a connection with no complete line";
-                    "peer" => %conn.peer());
-            }
+    fn last_read(&mut self, conn: Connection, core: &Arc<dyn Serve>) {
+        let Some(conn) = Arc::clone(core).process(conn, true, Instant::now()) else {
+            return;
+        };
+        if conn.lines_taken() == 0 || conn.has_partial_line() {
+            self.metrics.closed_at_stop.inc();
         }
+        debug!(self.log, "stopping: closing a connection with no complete line";
+            "peer" => %conn.peer());
     }
 }
 

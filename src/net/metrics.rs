@@ -1,22 +1,12 @@
-//! The counters, gauges and histograms of a running server, in one
-//! Prometheus registry (the official `prometheus-client` crate).
-//!
-//! One source of truth: every count the shutdown summary prints is read
-//! from these same metrics, and `/metrics` (see [`crate::admin`]) encodes
-//! them. A counter is incremented in exactly one place.
-//!
-//! Names follow Prometheus' rules: base units (`_seconds`), `_total` on
-//! counters, one prefix per binary (`prime_server_`, `echo_server_`). No
-//! label carries client input or a client address: the only labels are
-//! the verdict (three values) and the build version.
+//! What the network core counts, whatever the service: connections by
+//! where they are, refusals, timeouts, panics, the heavy lane, and how
+//! long a request takes. Registered under the binary's prefix by
+//! [`crate::ops::metrics`]; the shutdown summary reads the same counters.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Latency buckets from 50 us to about 13 s, a factor of 2 apart: wide
@@ -65,8 +55,6 @@ pub struct CoreMetrics {
     pub heavy_running: Gauge,
     /// Heavy-lane jobs waiting for a lane thread now.
     pub heavy_queued: Gauge,
-    /// Terminal log records dropped because stderr could not keep up.
-    pub log_records_dropped: Counter,
     /// Time from a line being complete at the server (handed to a worker)
     /// to its answer being audited and its reply queued for sending.
     pub request_duration: Histogram,
@@ -98,7 +86,6 @@ impl CoreMetrics {
             abandoned: Counter::default(),
             heavy_running: Gauge::default(),
             heavy_queued: Gauge::default(),
-            log_records_dropped: crate::logging::RECORDS_DROPPED.clone(),
             request_duration: Histogram::new(latency_buckets()),
         }
     }
@@ -177,11 +164,6 @@ impl CoreMetrics {
             "Big-number tests waiting for a heavy-lane thread",
             self.heavy_queued.clone(),
         );
-        registry.register(
-            "log_records_dropped",
-            "Terminal log records dropped because stderr could not keep up",
-            self.log_records_dropped.clone(),
-        );
         registry.register_with_unit(
             "request_duration",
             "Time from a complete line handed to a worker to its answer audited and its reply queued",
@@ -189,133 +171,6 @@ impl CoreMetrics {
             self.request_duration.clone(),
         );
     }
-}
-
-/// The audit log's metrics.
-#[derive(Debug, Clone)]
-pub struct AuditMetrics {
-    /// Audit writes that failed (each failed request counts once).
-    pub write_failures: Counter,
-    /// `fdatasync` calls that failed.
-    pub sync_failures: Counter,
-    /// How long each `fdatasync` of the audit log took.
-    pub sync_duration: Histogram,
-    /// Seal records appended to the `.seal` sidecar.
-    pub seals: Counter,
-    /// Seal attempts that failed.
-    pub seal_failures: Counter,
-    /// Reopens of the audit log (SIGHUP).
-    pub reopens: Counter,
-}
-
-impl Default for AuditMetrics {
-    fn default() -> Self {
-        AuditMetrics {
-            write_failures: Counter::default(),
-            sync_failures: Counter::default(),
-            sync_duration: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
-            seals: Counter::default(),
-            seal_failures: Counter::default(),
-            reopens: Counter::default(),
-        }
-    }
-}
-
-impl AuditMetrics {
-    /// Registers every metric under `registry`.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "audit_write_failures",
-            "Requests left unanswered because the audit line could not be written",
-            self.write_failures.clone(),
-        );
-        registry.register(
-            "audit_sync_failures",
-            "Failed fdatasync calls on the audit log",
-            self.sync_failures.clone(),
-        );
-        registry.register_with_unit(
-            "audit_sync_duration",
-            "Duration of fdatasync on the audit log",
-            Unit::Seconds,
-            self.sync_duration.clone(),
-        );
-        registry.register(
-            "audit_seals",
-            "Seal records appended to the audit seal file",
-            self.seals.clone(),
-        );
-        registry.register(
-            "audit_seal_failures",
-            "Seal attempts that failed",
-            self.seal_failures.clone(),
-        );
-        registry.register(
-            "audit_reopens",
-            "Times the audit log was reopened (SIGHUP)",
-            self.reopens.clone(),
-        );
-    }
-}
-
-/// The verdict label of `requests_total`: one of three fixed values.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum VerdictLabel {
-    /// `T`: `prime`
-    Prime,
-    /// `F`: `not_prime`
-    NotPrime,
-    /// `E`: `not_integer`
-    NotInteger,
-}
-
-impl EncodeLabelValue for VerdictLabel {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            VerdictLabel::Prime => "prime",
-            VerdictLabel::NotPrime => "not_prime",
-            VerdictLabel::NotInteger => "not_integer",
-        })
-    }
-}
-
-/// The label set of `requests_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerdictLabels {
-    /// Which reply was sent.
-    pub verdict: VerdictLabel,
-}
-
-/// The label set of `build_info`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    /// The crate version.
-    version: String,
-}
-
-/// Registers `build_info{version="..."} 1`.
-pub fn register_build_info(registry: &mut Registry) {
-    let info: Family<BuildLabels, Gauge> = Family::default();
-    info.get_or_create(&BuildLabels {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    })
-    .set(1);
-    registry.register("build_info", "The running build", info);
-}
-
-/// A registry with the prefix for `program` (`prime-server` gives
-/// `prime_server_...`).
-pub fn registry_for(program: &str) -> Registry {
-    Registry::with_prefix(program.replace('-', "_"))
-}
-
-/// The text exposition of `registry` (OpenMetrics text, which Prometheus
-/// scrapes natively).
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
-    out
 }
 
 /// A duration in seconds, as histograms take it.
@@ -328,35 +183,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_follow_prometheus_rules() {
-        let mut registry = registry_for("prime-server");
-        CoreMetrics::new().register(&mut registry);
-        AuditMetrics::default().register(&mut registry);
-        register_build_info(&mut registry);
-        let text = encode(&registry);
-        assert!(text.contains("# TYPE prime_server_connections_accepted counter"));
-        assert!(text.contains("prime_server_connections_accepted_total 0"));
-        assert!(text.contains("prime_server_request_duration_seconds_bucket{le=\"0.00005\"} 0"));
-        assert!(text.contains("prime_server_build_info{version=\""));
-        assert!(text.ends_with("# EOF\n"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap_or_default();
-            assert!(name.starts_with("prime_server_"), "{line}");
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-                "{line}"
-            );
-        }
-    }
-
-    #[test]
     fn clones_share_one_value() {
         let m = CoreMetrics::new();
-        let mut registry = registry_for("echo-server");
+        let mut registry = Registry::with_prefix("echo_server");
         m.register(&mut registry);
         m.clone().timeouts.inc();
         assert_eq!(m.timeouts.get(), 1);
-        assert!(encode(&registry).contains("echo_server_timeouts_total 1"));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("echo_server_timeouts_total 1"));
     }
 }

@@ -1,0 +1,74 @@
+//! What the audit trail counts: failed writes and syncs, sync durations,
+//! seals and reopens. Registered by [`crate::ops::metrics`]; the shutdown
+//! summary and `/readyz` read the same counters.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The audit log's metrics.
+#[derive(Debug, Clone)]
+pub struct AuditMetrics {
+    /// Audit writes that failed (each failed request counts once).
+    pub write_failures: Counter,
+    /// `fdatasync` calls that failed.
+    pub sync_failures: Counter,
+    /// How long each `fdatasync` of the audit log took.
+    pub sync_duration: Histogram,
+    /// Seal records appended to the `.seal` sidecar.
+    pub seals: Counter,
+    /// Seal attempts that failed.
+    pub seal_failures: Counter,
+    /// Reopens of the audit log (SIGHUP).
+    pub reopens: Counter,
+}
+
+impl Default for AuditMetrics {
+    fn default() -> Self {
+        AuditMetrics {
+            write_failures: Counter::default(),
+            sync_failures: Counter::default(),
+            sync_duration: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            seals: Counter::default(),
+            seal_failures: Counter::default(),
+            reopens: Counter::default(),
+        }
+    }
+}
+
+impl AuditMetrics {
+    /// Registers every metric under `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "audit_write_failures",
+            "Requests left unanswered because the audit line could not be written",
+            self.write_failures.clone(),
+        );
+        registry.register(
+            "audit_sync_failures",
+            "Failed fdatasync calls on the audit log",
+            self.sync_failures.clone(),
+        );
+        registry.register_with_unit(
+            "audit_sync_duration",
+            "Duration of fdatasync on the audit log",
+            Unit::Seconds,
+            self.sync_duration.clone(),
+        );
+        registry.register(
+            "audit_seals",
+            "Seal records appended to the audit seal file",
+            self.seals.clone(),
+        );
+        registry.register(
+            "audit_seal_failures",
+            "Seal attempts that failed",
+            self.seal_failures.clone(),
+        );
+        registry.register(
+            "audit_reopens",
+            "Times the audit log was reopened (SIGHUP)",
+            self.reopens.clone(),
+        );
+    }
+}
