@@ -95,6 +95,38 @@ fn help_and_version() {
     );
 }
 
+#[test]
+fn each_binary_says_what_it_is() {
+    // Each binary's --help starts with its own description, not the
+    // package's (which describes the server).
+    let package = env!("CARGO_PKG_DESCRIPTION");
+    for (binary, words) in [
+        (env!("CARGO_BIN_EXE_prime-server"), "answers T (prime)"),
+        (env!("CARGO_BIN_EXE_prime-client"), "Ask a prime-server"),
+        (env!("CARGO_BIN_EXE_echo-server"), "echo service"),
+        (
+            env!("CARGO_BIN_EXE_prime-audit"),
+            "verifies sealed audit logs",
+        ),
+    ] {
+        let out = Command::new(binary)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        assert!(out.status.success(), "{binary} --help");
+        let first = text(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(first.contains(words), "{binary}: {first:?}");
+        assert!(
+            !first.contains(package),
+            "{binary} describes the package: {first:?}"
+        );
+    }
+}
+
 /// A value each option of the servers rejects, and what the error must
 /// then name: the flag, for the values clap rejects (each flag takes a
 /// number, a duration, an address, a list or a boolean), or the path, for

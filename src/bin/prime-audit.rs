@@ -20,7 +20,11 @@ use zeroize::Zeroizing;
 
 /// Forward-secure seals for the prime-server audit log.
 #[derive(Debug, Parser)]
-#[command(name = "prime-audit", version, about, long_about = None)]
+#[command(
+    name = "prime-audit",
+    version,
+    about = "Makes the sealing key for prime-server --audit-seal, and verifies sealed audit logs against their seals"
+)]
 struct Cli {
     /// What to do.
     #[command(subcommand)]
