@@ -750,10 +750,10 @@ mod tests {
         n
     }
 
-    /// The lines `stream` holds under `limit`, by the README's rules, said
-    /// as simply as possible: split at each `\n`; a line longer than the
-    /// limit is cut to `limit + 1` bytes and ends everything; at EOF the
-    /// unterminated rest is a line.
+    /// The lines `stream` holds under `limit`, by the rules of
+    /// docs/protocol.md#one-request, said as simply as possible: split at each
+    /// `\n`; a line longer than the limit is cut to `limit + 1` bytes and ends
+    /// everything; at EOF the unterminated rest is a line.
     fn model(stream: &[u8], limit: usize, eof: bool) -> Vec<Line> {
         let mut lines = Vec::new();
         let mut rest = stream;
@@ -856,8 +856,9 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_bounded_by_the_limit_plus_one_read() {
-        // The README's per-connection memory bound: max-line-bytes + 4 KiB,
-        // allocation included, whatever the client sends.
+        // The per-connection memory bound of
+        // docs/operations.md#limits-and-failure-behaviour: max-line-bytes
+        // + 4 KiB, allocation included, whatever the client sends.
         for limit in [1, 100, READ_CHUNK - 1, READ_CHUNK, 10_000, 65_536] {
             let flood = vec![b'7'; 1 << 20];
             let lines = frame(&flood, limit, &[usize::MAX], false);
@@ -1025,14 +1026,16 @@ mod tests {
 
     #[test]
     fn default_limits_are_the_documented_ones() {
-        // README "Running it": 5 s request, 10 s idle, 5 s write, 65536 bytes.
+        // docs/operations.md#running-it: 5 s request, 10 s idle, 5 s write,
+        // 65536 bytes.
         let limits = Limits::default();
         assert_eq!(limits.request_timeout, Duration::from_secs(5));
         assert_eq!(limits.idle_timeout, Duration::from_secs(10));
         assert_eq!(limits.write_timeout, Duration::from_secs(5));
         assert_eq!(limits.max_line_bytes, 65_536);
-        // README "Limits": a lingering close drains for up to 500 ms
-        // (256 KiB); at most max-line-bytes + 4 KiB is buffered.
+        // docs/operations.md#limits-and-failure-behaviour: a lingering close
+        // drains for up to 500 ms (256 KiB); at most max-line-bytes + 4 KiB is
+        // buffered.
         assert_eq!(
             (LINGER, LINGER_BYTES),
             (Duration::from_millis(500), 256 << 10)

@@ -2,7 +2,8 @@
 //! the audit phrase that explains it.
 //!
 //! One request is one line; [`Answer::for_line`] turns it into a [`Verdict`]
-//! plus the phrase the audit log records (see the README for the format).
+//! plus the phrase the audit log records (see README.md#the-audit-line for the
+//! format).
 
 use crate::escape::escape_bytes;
 use crate::parse::{parse_int, ParseError, ParsedInt};

@@ -130,8 +130,8 @@ pub fn cores() -> usize {
 
 /// The default pool size: one worker per core. Workers never wait on
 /// clients (the room does) nor on big numbers (the lane does), so more
-/// would only add wake-ups and context switches (measured: see the
-/// README's Performance section). With `--audit-sync always` a worker
+/// would only add wake-ups and context switches (measured: see
+/// docs/performance.md#targets). With `--audit-sync always` a worker
 /// waits for the disk, so see [`default_workers_for`].
 pub fn default_workers() -> usize {
     cores()
