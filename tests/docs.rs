@@ -2,8 +2,10 @@
 //! `CONTRIBUTING.md` and `docs/*.md` points at a file that exists, and
 //! every `#anchor` at a heading of the page it names (GitHub's anchors:
 //! lower case, punctuation dropped, spaces as hyphens). External links are
-//! not fetched. And the README stays a front door: at most 300 lines (see
-//! CONTRIBUTING.md#conventions).
+//! not fetched. Code, tests and deployment files cite the docs the same
+//! way (`docs/operations.md#stopping` in a comment), and those citations
+//! must name a heading that exists too. And the README stays a front door:
+//! at most 300 lines (see CONTRIBUTING.md#conventions).
 
 use std::collections::HashSet;
 use std::fs;
@@ -122,6 +124,87 @@ fn broken_links(pages: &[PathBuf]) -> Vec<String> {
         }
     }
     broken
+}
+
+/// Every file under `dir` (recursively), or `dir` itself if it is a file.
+fn files_under(dir: &Path, found: &mut Vec<PathBuf>) {
+    if dir.is_file() {
+        found.push(dir.to_owned());
+    } else if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries {
+            files_under(&entry.unwrap().path(), found);
+        }
+    }
+}
+
+/// The doc citations in `text`: `README.md#x`, `CONTRIBUTING.md#x`,
+/// `docs/page.md#x`, and `#y` right after `and` for the same page.
+fn citations(text: &str) -> Vec<(String, String)> {
+    let mut cited = Vec::new();
+    for line in text.lines() {
+        let mut page: Option<String> = None;
+        let mut after_and = false;
+        for word in line.split_whitespace() {
+            let word = word.trim_matches(|c: char| "()[]`'\",;:.".contains(c));
+            if let Some((path, anchor)) = word.split_once(".md#") {
+                let path = format!("{path}.md");
+                if path.starts_with("docs/") || path == "README.md" || path == "CONTRIBUTING.md" {
+                    cited.push((path.clone(), anchor.to_owned()));
+                    page = Some(path);
+                }
+            } else if let (Some(anchor), true, Some(path)) =
+                (word.strip_prefix('#'), after_and, &page)
+            {
+                cited.push((path.clone(), anchor.to_owned()));
+            }
+            after_and = word == "and";
+        }
+    }
+    cited
+}
+
+#[test]
+fn every_citation_in_the_code_names_a_heading_that_exists() {
+    let root = Path::new(ROOT);
+    let mut files = Vec::new();
+    for place in [
+        "src",
+        "tests",
+        "benches",
+        "bench/src",
+        "bench/tests",
+        "fuzz/fuzz_targets",
+        "deploy",
+        "scripts",
+        "Makefile",
+        ".cargo",
+        ".ci",
+    ] {
+        files_under(&root.join(place), &mut files);
+    }
+    let mut count = 0;
+    let mut broken = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("tests/docs.rs")) {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        for (page, anchor) in citations(&text) {
+            count += 1;
+            let headings = fs::read_to_string(root.join(&page)).map(|t| anchors(&t));
+            if !headings.is_ok_and(|h| h.contains(&anchor)) {
+                broken.push(format!("{}: {page}#{anchor}", file.display()));
+            }
+        }
+    }
+    assert!(
+        count > 50,
+        "only {count} citations found: is the scan broken?"
+    );
+    assert!(
+        broken.is_empty(),
+        "citations of missing headings:\n{}",
+        broken.join("\n")
+    );
 }
 
 #[test]
