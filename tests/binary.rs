@@ -73,7 +73,7 @@ fn env_name(prefix: &str, flag: &str) -> String {
 #[test]
 fn help_and_version() {
     use clap::CommandFactory;
-    // README "Running it": `--help` and `--version` do what they say;
+    // docs/operations.md#running-it: `--help` and `--version` do what they say;
     // every flag is listed with its env var.
     let help = server(&["--help"]);
     assert!(help.status.success());
@@ -148,8 +148,8 @@ fn bad_value(flag: &str, scratch: &std::path::Path) -> (String, String) {
 #[test]
 fn every_flag_has_its_env_var_and_the_binary_reads_it() {
     use clap::CommandFactory;
-    // README "Running it": each flag has an env var named after it. Read
-    // from the clap definitions, so a new flag without a variable, or a
+    // docs/operations.md#running-it: each flag has an env var named after it.
+    // Read from the clap definitions, so a new flag without a variable, or a
     // variable with a typo, fails here; then each variable is given to the
     // real binary with a value it must reject, proving the binary reads
     // that variable for that flag.
@@ -212,8 +212,8 @@ fn every_flag_has_its_env_var_and_the_binary_reads_it() {
 
 #[test]
 fn bad_flags_exit_2_with_clap_message() {
-    // README "Running it": exit 2 for bad flags (clap's message); --workers 0
-    // is rejected.
+    // docs/operations.md#running-it: exit 2 for bad flags (clap's message);
+    // --workers 0 is rejected.
     for args in [
         &["--workers", "0"][..],
         &["--no-such-flag"],
@@ -228,8 +228,8 @@ fn bad_flags_exit_2_with_clap_message() {
 
 #[test]
 fn port_in_use_is_one_sentence_and_exit_1() {
-    // README "Running it", --listen: exit 1 with one sentence when the address
-    // is in use.
+    // docs/operations.md#running-it, --listen: exit 1 with one sentence when
+    // the address is in use.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -252,8 +252,8 @@ fn port_in_use_is_one_sentence_and_exit_1() {
 
 #[test]
 fn unwritable_audit_log_is_one_sentence_and_exit_1() {
-    // README "Running it", --audit-log: exit 1 with one sentence when it cannot
-    // be opened.
+    // docs/operations.md#running-it, --audit-log: exit 1 with one sentence when
+    // it cannot be opened.
     let dir = tempfile::tempdir().unwrap();
     // A path whose parent is a regular file can never be created.
     let blocker = dir.path().join("file");
@@ -277,7 +277,7 @@ fn unwritable_audit_log_is_one_sentence_and_exit_1() {
 
 #[test]
 fn audit_directory_is_created_and_env_vars_work() {
-    // README "The audit log": the directory is created if missing.
+    // docs/audit-integrity.md#guarantees: the directory is created if missing.
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("deep/er/audit.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_prime-server"))
@@ -296,8 +296,8 @@ fn audit_directory_is_created_and_env_vars_work() {
 
 #[test]
 fn sigint_with_requests_in_flight_is_graceful() {
-    // README "Stopping": Ctrl-C under load answers what it accepted, logs a
-    // summary and exits 0.
+    // docs/operations.md#stopping: Ctrl-C under load answers what it accepted,
+    // logs a summary and exits 0.
     let mut server = ServerProcess::start(&["--workers", "4"]);
     let addr = server.addr;
     let (status, received) = under_load(addr, 8, || {
@@ -344,9 +344,9 @@ fn send_each(addr: std::net::SocketAddr, line: &str, count: usize) -> Vec<std::n
 
 #[test]
 fn connections_are_refused_during_the_drain() {
-    // README "Stopping": a stop refuses new connections at once, while it
-    // answers the accepted ones. Three heavy tests in a one-thread lane
-    // keep the drain going for about a second and a half.
+    // docs/operations.md#stopping: a stop refuses new connections at once,
+    // while it answers the accepted ones. Three heavy tests in a one-thread
+    // lane keep the drain going for about a second and a half.
     let mut server = ServerProcess::start(&["--big-tests", "1", "--admin-listen", "127.0.0.1:0"]);
     let mut accepted = send_each(server.addr, &heavy_prime(), 3);
     assert!(wait_until(IO_TIMEOUT, || {
@@ -377,8 +377,8 @@ fn connections_are_refused_during_the_drain() {
 
 #[test]
 fn big_tests_bounds_the_big_number_tests_running_at_once() {
-    // README "Running it": --big-tests N, big-number tests running at once
-    // (3: not the default on this 2-core machine kind).
+    // docs/operations.md#running-it: --big-tests N, big-number tests running at
+    // once (3: not the default on this 2-core machine kind).
     let server = ServerProcess::start(&["--big-tests", "3", "--admin-listen", "127.0.0.1:0"]);
     let mut clients = send_each(server.addr, &heavy_prime(), 6);
     assert!(
@@ -397,8 +397,9 @@ fn big_tests_bounds_the_big_number_tests_running_at_once() {
 
 #[test]
 fn max_line_bytes_is_the_longest_line_answered() {
-    // README "Running it" and "Limits": --max-line-bytes N; a longer line
-    // gets E, an audit line saying why, and the connection is closed.
+    // docs/operations.md#running-it and #limits-and-failure-behaviour:
+    // --max-line-bytes N; a longer line gets E, an audit line saying why, and
+    // the connection is closed.
     let server = ServerProcess::start(&["--max-line-bytes", "10"]);
     assert_eq!(ask(server.addr, "1000000007"), "T\n", "10 bytes fit");
     assert_eq!(ask(server.addr, "10000000019"), "E\n", "11 bytes do not");
@@ -412,7 +413,7 @@ fn max_line_bytes_is_the_longest_line_answered() {
 
 #[test]
 fn workers_sets_the_size_of_the_pool() {
-    // README "Running it": --workers N, the worker threads.
+    // docs/operations.md#running-it: --workers N, the worker threads.
     let server = ServerProcess::start(&["--workers", "3"]);
     let pid = server.child.id();
     let workers = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -431,7 +432,7 @@ fn workers_sets_the_size_of_the_pool() {
 
 #[test]
 fn the_per_address_flags_cap_connections_and_rate() {
-    // README "Running it": --max-connections-per-ip N closes a client
+    // docs/operations.md#running-it: --max-connections-per-ip N closes a client
     // address's next connection without a reply; --max-rate-per-ip R/s
     // paces an address's lines without losing or changing any.
     let server =
@@ -478,7 +479,7 @@ fn the_per_address_flags_cap_connections_and_rate() {
 
 #[test]
 fn listening_on_the_ipv6_any_address_serves_ipv6_clients() {
-    // README "Running it": IPv6 works; `[::]` binds IPv6.
+    // docs/operations.md#running-it: IPv6 works; `[::]` binds IPv6.
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         return support::skip("this machine has no IPv6 loopback");
     }
@@ -499,9 +500,9 @@ fn listening_on_the_ipv6_any_address_serves_ipv6_clients() {
 
 #[test]
 fn second_signal_exits_at_once_with_130() {
-    // README "Stopping": a second signal exits at once with status 130.
-    // An echo client that sends big lines and never reads its replies keeps
-    // the graceful stop waiting for the write timeout (30 s here).
+    // docs/operations.md#stopping: a second signal exits at once with status
+    // 130. An echo client that sends big lines and never reads its replies
+    // keeps the graceful stop waiting for the write timeout (30 s here).
     let mut server = ServerProcess::start_echo(&[
         "--write-timeout",
         "30s",
@@ -546,7 +547,7 @@ fn second_signal_exits_at_once_with_130() {
 
 #[test]
 fn sigterm_is_graceful_too() {
-    // README "Stopping": SIGTERM is graceful too.
+    // docs/operations.md#stopping: SIGTERM is graceful too.
     let mut server = ServerProcess::start(&[]);
     assert_eq!(ask(server.addr, "7"), "T\n");
     server.signal(libc::SIGTERM);
@@ -556,7 +557,7 @@ fn sigterm_is_graceful_too() {
 
 #[test]
 fn client_prints_meaning_and_time() {
-    // README "The client": one connection per number, meaning and time.
+    // docs/protocol.md#the-client: one connection per number, meaning and time.
     let server = ServerProcess::start(&[]);
     let addr = server.addr.to_string();
     let out = client(&["--addr", &addr, "17", "4", "4j", "-5"]);
@@ -640,7 +641,7 @@ fn client_usage_error_is_2() {
 
 #[test]
 fn the_shipped_systemd_unit_starts_the_server_with_valid_flags() {
-    // README "Deployment": the systemd unit.
+    // docs/operations.md#deployment: the systemd unit.
     use clap::Parser;
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

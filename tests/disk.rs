@@ -1,7 +1,7 @@
 //! A full disk never tears the audit log: the log on a tiny tmpfs, filled
-//! under load, then freed. README "Limits and failure behaviour": audit log
-//! write fails. Needs root to mount a tmpfs (as on CI); elsewhere it skips
-//! loudly.
+//! under load, then freed. docs/operations.md#limits-and-failure-behaviour:
+//! audit log write fails. Needs root to mount a tmpfs (as on CI); elsewhere it
+//! skips loudly.
 
 mod support;
 

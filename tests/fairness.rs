@@ -1,8 +1,9 @@
 //! No client can starve the others or hold up a stop: the heavy lane,
 //! fair turns for pipelining clients, the per-address rate limit, a
-//! stalled stderr, and a stop that is prompt as well as graceful. README
-//! "Limits and failure behaviour": big numbers, greedy clients, rate
-//! limit, stopping, terminal log. Loopback only; every wait is bounded.
+//! stalled stderr, and a stop that is prompt as well as graceful. See
+//! docs/operations.md#limits-and-failure-behaviour: big numbers, greedy
+//! clients, rate limit, stopping, terminal log. Loopback only; every wait is
+//! bounded.
 
 mod support;
 
@@ -204,10 +205,10 @@ fn the_rate_limit_slows_a_flood_without_losing_or_changing_answers() {
 
 #[test]
 fn a_burst_within_the_rate_is_never_throttled() {
-    // README "Limits", greedy client: the rate limit slows an address
-    // past its rate, and only then. A turn takes tokens for the lines it
-    // can answer, not for a whole batch (64 lines), so bursts of 20
-    // connections from one address, 60 requests in all, within the bucket
+    // docs/operations.md#limits-and-failure-behaviour, greedy client: the rate
+    // limit slows an address past its rate, and only then. A turn takes tokens
+    // for the lines it can answer, not for a whole batch (64 lines), so bursts
+    // of 20 connections from one address, 60 requests in all, within the bucket
     // of 60 even without a refill, never wait for tokens another turn holds.
     let server = TestServer::start_with(|c| {
         c.server.max_rate_per_ip = Some("60/s".parse().unwrap());

@@ -20,8 +20,8 @@ fn keep_alive_server(max_lines: u64) -> TestServer {
 
 #[test]
 fn pipelined_lines_are_answered_in_order_with_one_audit_line_each() {
-    // README "Keep-alive mode": lines answered in order, each with its own
-    // audit line, pipelining allowed.
+    // docs/protocol.md#keep-alive-mode: lines answered in order, each with its
+    // own audit line, pipelining allowed.
     let server = keep_alive_server(u64::MAX);
     let mut stream = connect(server.addr);
     stream
@@ -43,7 +43,7 @@ fn pipelined_lines_are_answered_in_order_with_one_audit_line_each() {
 
 #[test]
 fn many_pipelined_lines_keep_their_order() {
-    // README "Keep-alive mode": pipelined lines are answered in order.
+    // docs/protocol.md#keep-alive-mode: pipelined lines are answered in order.
     let server = keep_alive_server(u64::MAX);
     let stream = connect(server.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -70,8 +70,9 @@ fn many_pipelined_lines_keep_their_order() {
 
 #[test]
 fn idle_keep_alive_connections_are_closed() {
-    // README "Keep-alive mode": the connection ends after --idle-timeout
-    // without a new line (500 ms here; the request timeout is 5 s).
+    // docs/protocol.md#keep-alive-mode: the connection ends after
+    // --idle-timeout without a new line (500 ms here; the request timeout
+    // is 5 s).
     let server = keep_alive_server(u64::MAX);
     let mut stream = connect(server.addr);
     stream.write_all(b"7\n").unwrap();
@@ -91,8 +92,9 @@ fn idle_keep_alive_connections_are_closed() {
 
 #[test]
 fn the_request_deadline_applies_to_each_line_from_its_first_byte() {
-    // README "Keep-alive mode": the request deadline applies to each line,
-    // from its first byte (500 ms here), not from accept or the last reply.
+    // docs/protocol.md#keep-alive-mode: the request deadline applies to each
+    // line, from its first byte (500 ms here), not from accept or the last
+    // reply.
     let server = TestServer::start_with(|c| {
         c.prime.keep_alive = Some(u64::MAX);
         c.server.limits.request_timeout = Duration::from_millis(500);
@@ -136,8 +138,8 @@ fn the_request_deadline_applies_to_each_line_from_its_first_byte() {
 
 #[test]
 fn max_requests_per_connection_closes_after_that_many_lines() {
-    // README "Running it", --max-requests-per-conn N (the flag on the binary:
-    // client_exits_1_when_a_keep_alive_server_closes_early).
+    // docs/operations.md#running-it, --max-requests-per-conn N (the flag on the
+    // binary: client_exits_1_when_a_keep_alive_server_closes_early).
     let server = keep_alive_server(2);
     let mut stream = connect(server.addr);
     stream.write_all(b"3\n5\n7\n").unwrap();
@@ -147,8 +149,8 @@ fn max_requests_per_connection_closes_after_that_many_lines() {
 
 #[test]
 fn echo_serves_several_clients_at_once() {
-    // README "The echo service": GOT: plus each line, many clients at once, EOF
-    // ends a connection.
+    // docs/protocol.md#the-echo-service: GOT: plus each line, many clients at
+    // once, EOF ends a connection.
     let server = ServerProcess::start_echo(&["--workers", "4"]);
     // Four clients hold their connections open at the same time, each
     // interleaving lines with the others.
@@ -177,8 +179,8 @@ fn echo_serves_several_clients_at_once() {
 
 #[test]
 fn echo_pipelined_and_idle_timeout_and_graceful_stop() {
-    // README "The echo service" and --idle-timeout: closes after the idle
-    // timeout; stops gracefully on Ctrl-C.
+    // docs/protocol.md#the-echo-service and --idle-timeout: closes after the
+    // idle timeout; stops gracefully on Ctrl-C.
     let mut server = ServerProcess::start_echo(&["--idle-timeout", "300ms"]);
     let mut stream = connect(server.addr);
     stream.write_all(b"a\nb\n\nc\r\n").unwrap();
@@ -195,8 +197,8 @@ fn echo_pipelined_and_idle_timeout_and_graceful_stop() {
 
 #[test]
 fn echo_closes_an_over_long_or_unfinished_line_without_a_reply() {
-    // README "The echo service": a line longer than --max-line-bytes, or
-    // one that does not finish within the request timeout, closes the
+    // docs/protocol.md#the-echo-service: a line longer than --max-line-bytes,
+    // or one that does not finish within the request timeout, closes the
     // connection without a reply (the lines before it are echoed).
     let server = ServerProcess::start_echo(&[
         "--max-line-bytes",
@@ -224,8 +226,8 @@ fn echo_closes_an_over_long_or_unfinished_line_without_a_reply() {
 
 #[test]
 fn json_log_format_is_json_line_by_line_with_the_same_keys() {
-    // README "Terminal logs", --log-format json and --log-level debug: one JSON
-    // object per record.
+    // docs/operations.md#terminal-logs, --log-format json and --log-level
+    // debug: one JSON object per record.
     let mut server = ServerProcess::start(&["--log-format", "json", "--log-level", "debug"]);
     for line in ["17", "\x1b[31mred"] {
         assert_eq!(support::ask(server.addr, line).len(), 2);
@@ -287,7 +289,7 @@ fn client(args: &[&str], stdin: &str) -> std::process::Output {
 
 #[test]
 fn client_keep_alive_quiet_streams_stdin_in_order() {
-    // README "The client", --keep-alive --quiet, against prime-server
+    // docs/protocol.md#the-client, --keep-alive --quiet, against prime-server
     // --keep-alive.
     let server = ServerProcess::start(&["--keep-alive"]);
     let numbers: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
@@ -319,7 +321,7 @@ fn client_keep_alive_quiet_streams_stdin_in_order() {
 
 #[test]
 fn client_json_output_has_input_code_meaning_micros() {
-    // README "The client", --json.
+    // docs/protocol.md#the-client, --json.
     let server = ServerProcess::start(&[]);
     let out = client(
         &[
@@ -350,8 +352,8 @@ fn client_json_output_has_input_code_meaning_micros() {
 
 #[test]
 fn client_exits_1_when_a_keep_alive_server_closes_early() {
-    // README "The client": exit 1 when the server closes early; README "Running
-    // it", --max-requests-per-conn on the binary.
+    // docs/protocol.md#the-client: exit 1 when the server closes early;
+    // docs/operations.md#running-it, --max-requests-per-conn on the binary.
     let server = ServerProcess::start(&["--keep-alive", "--max-requests-per-conn", "2"]);
     let out = client(
         &[
@@ -372,7 +374,7 @@ fn client_exits_1_when_a_keep_alive_server_closes_early() {
 
 #[test]
 fn echo_server_help_and_bad_flags() {
-    // README "The echo service": same flags, ECHO_SERVER_LISTEN.
+    // docs/protocol.md#the-echo-service: same flags, ECHO_SERVER_LISTEN.
     let help = Command::new(env!("CARGO_BIN_EXE_echo-server"))
         .arg("--help")
         .output()

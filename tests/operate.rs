@@ -1,8 +1,9 @@
 //! What an operator relies on: `/metrics`, `/livez`, `/readyz`, systemd
 //! notifications, SIGHUP rotation without loss, and
 //! the audit sync modes (ordering checked with strace, failures injected
-//! with libfiu). README "Running it", "Metrics and health", "Rotation",
-//! "Durability". Loopback only; every wait is bounded.
+//! with libfiu). docs/operations.md#running-it and #metrics-and-health;
+//! docs/audit-integrity.md#rotation and #durability. Loopback only; every wait
+//! is bounded.
 
 mod support;
 
@@ -317,8 +318,8 @@ fn audit_sync_always_syncs_before_each_reply() {
 
 #[test]
 fn the_audit_log_is_synced_at_shutdown() {
-    // README "The audit log": the file is synced at shutdown (with the
-    // default --audit-sync none nothing else syncs it).
+    // docs/audit-integrity.md#durability: the file is synced at shutdown (with
+    // the default --audit-sync none nothing else syncs it).
     if !have_tool("strace") {
         return skip("strace is not installed (make test installs it with apt-get)");
     }

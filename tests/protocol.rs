@@ -1,5 +1,5 @@
-//! Every rule of the README's protocol section ("The protocol", the spec)
-//! and of "The audit log", checked against a running server on
+//! Every rule of the protocol (docs/protocol.md#one-request) and of the
+//! audit line (README.md#the-audit-line), checked against a running server on
 //! 127.0.0.1:0: line framing, Python's `int()` grammar, the three replies,
 //! the audit line format and its escaping.
 
@@ -10,7 +10,7 @@ use support::{ask, ask_line, connect, exchange, parse_audit, read_to_close, Test
 
 #[test]
 fn seed_clients_eight_numbers() {
-    // README "The protocol": the seed client's eight numbers.
+    // docs/protocol.md#the-seed-client: the seed client's eight numbers.
     let server = TestServer::start();
     let expected = [
         ("4j", "E"),
@@ -35,7 +35,7 @@ fn seed_clients_eight_numbers() {
 
 #[test]
 fn python_int_grammar_is_accepted() {
-    // README "The protocol", step 2: Python's int() grammar.
+    // docs/protocol.md#one-request, step 2: Python's int() grammar.
     let server = TestServer::start();
     let cases: &[(&[u8], &str)] = &[
         (b" +1_7 ", "T"),
@@ -59,7 +59,7 @@ fn python_int_grammar_is_accepted() {
 
 #[test]
 fn everything_else_is_not_an_integer() {
-    // README "The protocol", step 2: anything else is not an integer.
+    // docs/protocol.md#one-request, step 2: anything else is not an integer.
     let server = TestServer::start();
     let cases: &[&[u8]] = &[
         b"0x11",
@@ -88,7 +88,8 @@ fn everything_else_is_not_an_integer() {
 
 #[test]
 fn digit_limit_is_pythons() {
-    // README "The protocol": at most 4300 digits, underscores not counted.
+    // docs/protocol.md#one-request: at most 4300 digits, underscores not
+    // counted.
     let server = TestServer::start();
     let at_limit = format!("1{}", "0".repeat(4299));
     assert_eq!(ask(server.addr, &at_limit), "F\n");
@@ -115,7 +116,7 @@ fn digit_limit_is_pythons() {
 
 #[test]
 fn big_integers_get_exact_answers() {
-    // README "The protocol": exact below 2^64, Baillie-PSW above.
+    // docs/protocol.md#answers: exact below 2^64, Baillie-PSW above.
     let server = TestServer::start();
     let m127 = "170141183460469231731687303715884105727"; // 2^127 - 1
     assert_eq!(ask(server.addr, m127), "T\n");
@@ -128,8 +129,8 @@ fn big_integers_get_exact_answers() {
 
 #[test]
 fn eof_without_newline_ends_the_line() {
-    // README "The protocol", step 1: a half-close before any newline ends the
-    // line.
+    // docs/protocol.md#one-request, step 1: a half-close before any newline
+    // ends the line.
     let server = TestServer::start();
     assert_eq!(exchange(server.addr, b"17"), b"T\n");
     assert_eq!(exchange(server.addr, b" 4j "), b"E\n");
@@ -137,7 +138,7 @@ fn eof_without_newline_ends_the_line() {
 
 #[test]
 fn only_the_first_line_is_answered_and_the_server_closes() {
-    // README "The protocol", step 4: one request per connection.
+    // docs/protocol.md#one-request, step 4: one request per connection.
     let server = TestServer::start();
     // The reply is exactly one letter and a newline, then the server closes
     // (read_to_close returns): the rest of the input is ignored.
@@ -147,7 +148,7 @@ fn only_the_first_line_is_answered_and_the_server_closes() {
 
 #[test]
 fn a_connection_without_bytes_is_not_a_request() {
-    // README "The protocol", step 1: no bytes, no reply, no audit line.
+    // docs/protocol.md#one-request, step 1: no bytes, no reply, no audit line.
     let server = TestServer::start();
     assert_eq!(exchange(server.addr, b""), b"");
     // A request after it proves the server has seen and dropped the first.
@@ -166,7 +167,7 @@ fn the_client_may_wait_for_the_close_without_half_closing() {
 
 #[test]
 fn audit_lines_have_the_documented_format() {
-    // README "The audit log": time, peer, code, phrase; canonical decimal.
+    // README.md#the-audit-line: time, peer, code, phrase; canonical decimal.
     let server = TestServer::start();
     let mut stream = connect(server.addr);
     let client_addr = stream.local_addr().unwrap();
@@ -187,8 +188,8 @@ fn audit_lines_have_the_documented_format() {
 
 #[test]
 fn audit_log_escapes_every_dangerous_byte() {
-    // README "Limits", log injection, and "The audit log": every dangerous byte
-    // escaped.
+    // docs/operations.md#limits-and-failure-behaviour, log injection, and
+    // README.md#the-audit-line: every dangerous byte escaped.
     let server = TestServer::start();
     let hostile: &[&[u8]] = &[
         b"\x1b[2J\x1b[31mred",     // clear screen, colour
@@ -219,7 +220,7 @@ fn audit_log_escapes_every_dangerous_byte() {
 
 #[test]
 fn long_inputs_are_cut_in_the_audit_log_with_a_marker() {
-    // README "The audit log": past 256 bytes cut with a visible marker.
+    // README.md#the-audit-line: past 256 bytes cut with a visible marker.
     let server = TestServer::start();
     let junk = "x".repeat(1000);
     assert_eq!(ask(server.addr, &junk), "E\n");
@@ -232,8 +233,8 @@ fn long_inputs_are_cut_in_the_audit_log_with_a_marker() {
 
 #[test]
 fn concurrent_audit_lines_never_tear() {
-    // README "The audit log": lines from concurrent workers never interleave or
-    // tear.
+    // docs/audit-integrity.md#guarantees: lines from concurrent workers never
+    // interleave or tear.
     let server = TestServer::start();
     let threads = 8;
     let per_thread = 50;
@@ -265,7 +266,8 @@ fn concurrent_audit_lines_never_tear() {
 
 #[test]
 fn summary_counts_every_reply() {
-    // README "Terminal logs": the summary counts T, F, E and connections.
+    // docs/operations.md#terminal-logs: the summary counts T, F, E and
+    // connections.
     let server = TestServer::start();
     for n in ["2", "4", "x", "7"] {
         ask(server.addr, n);
@@ -285,7 +287,7 @@ fn summary_counts_every_reply() {
 
 #[test]
 fn ipv6_loopback_works_where_available() {
-    // README "Running it", --listen: IPv6 works ([::1]).
+    // docs/operations.md#running-it, --listen: IPv6 works ([::1]).
     let listener = match std::net::TcpListener::bind("[::1]:0") {
         Ok(listener) => listener,
         Err(e) => return support::skip(&format!("this machine has no IPv6 loopback: {e}")),

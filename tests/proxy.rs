@@ -3,8 +3,8 @@
 //! malformed, truncated or never-finished header gets (nothing: no reply,
 //! no audit line, a `warn` record and a count), v2 `LOCAL`, a header
 //! trickled in one byte per segment, per-address limits on the proxied
-//! address, and the echo server taking the same option. README "Running
-//! several instances". Loopback only; every wait is bounded.
+//! address, and the echo server taking the same option.
+//! docs/operations.md#scaling-out. Loopback only; every wait is bounded.
 
 mod support;
 

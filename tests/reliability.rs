@@ -25,9 +25,9 @@ use support::{
 
 #[test]
 fn a_trickling_client_is_cut_off_at_the_deadline() {
-    // README "Limits", slow client: the line must arrive whole within
-    // --request-timeout from accept; no reply, no audit line, a warn record
-    // naming the peer.
+    // docs/operations.md#limits-and-failure-behaviour, slow client: the line
+    // must arrive whole within --request-timeout from accept; no reply, no
+    // audit line, a warn record naming the peer.
     let server = ServerProcess::start(&["--request-timeout", "1s"]);
     let mut stream = connect(server.addr);
     let client_addr = stream.local_addr().unwrap();
@@ -72,9 +72,9 @@ fn a_trickling_client_is_cut_off_at_the_deadline() {
 
 #[test]
 fn an_over_long_line_gets_e_and_the_server_stops_reading() {
-    // README "Limits", over-long line: E, an audit line with a cut marker, and
-    // the server stops reading (at most max-line-bytes + 4 KiB buffered; the
-    // exact bound is conn.rs
+    // docs/operations.md#limits-and-failure-behaviour, over-long line: E, an
+    // audit line with a cut marker, and the server stops reading (at most
+    // max-line-bytes + 4 KiB buffered; the exact bound is conn.rs
     // an_endless_line_is_bounded_by_the_limit_plus_one_read).
     let server = TestServer::start_with(|c| c.server.limits.max_line_bytes = 1024);
     let mut stream = connect(server.addr);
@@ -117,8 +117,8 @@ fn an_over_long_line_gets_e_and_the_server_stops_reading() {
 
 #[test]
 fn the_default_line_limit_fits_the_largest_integer_with_padding() {
-    // README "Limits", over-long line: 64 KiB leaves room for a 4300-digit
-    // number with underscores and padding.
+    // docs/operations.md#limits-and-failure-behaviour, over-long line: 64 KiB
+    // leaves room for a 4300-digit number with underscores and padding.
     let server = TestServer::start();
     let digits: String = std::iter::repeat_n("9_", 4299).collect::<String>() + "9";
     let line = format!("{}{}{}", " ".repeat(20_000), digits, "\t".repeat(20_000));
@@ -127,8 +127,9 @@ fn the_default_line_limit_fits_the_largest_integer_with_padding() {
 
 #[test]
 fn pipelined_junk_does_not_destroy_the_first_answer() {
-    // README "Limits", pipelined junk in default mode: the first line is
-    // answered intact (half-close, drain, close).
+    // docs/operations.md#limits-and-failure-behaviour, pipelined junk in
+    // default mode: the first line is answered intact (half-close, drain,
+    // close).
     let server = TestServer::start();
     let junk: Vec<u8> = b"17\n"
         .iter()
@@ -218,10 +219,10 @@ impl Handler for Gate {
 
 #[test]
 fn time_queued_for_a_worker_is_not_held_against_a_client() {
-    // README "Limits", slow client: time a connection spent queued for a
-    // worker is not held against it. One worker, held by a request; a
-    // complete line queued behind it outlives its 300 ms deadline and is
-    // still answered.
+    // docs/operations.md#limits-and-failure-behaviour, slow client: time a
+    // connection spent queued for a worker is not held against it. One worker,
+    // held by a request; a complete line queued behind it outlives its 300 ms
+    // deadline and is still answered.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
@@ -282,8 +283,8 @@ fn time_queued_for_a_worker_is_not_held_against_a_client() {
 
 #[test]
 fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
-    // README "Limits", a handler panics: caught, logged at error with the peer,
-    // the worker lives on.
+    // docs/operations.md#limits-and-failure-behaviour, a handler panics:
+    // caught, logged at error with the peer, the worker lives on.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
@@ -335,9 +336,10 @@ fn a_panic_is_contained_logged_with_the_peer_and_the_server_serves_on() {
 
 #[test]
 fn silent_clients_stay_in_the_kernel_until_they_send() {
-    // README "Limits": clients that connect and send nothing are kept in
-    // the kernel by TCP_DEFER_ACCEPT (Linux) until data arrives, so the
-    // server never even accepts them; `--no-defer-accept` turns that off.
+    // docs/operations.md#limits-and-failure-behaviour: clients that connect and
+    // send nothing are kept in the kernel by TCP_DEFER_ACCEPT (Linux) until
+    // data arrives, so the server never even accepts them; `--no-defer-accept`
+    // turns that off.
     if !cfg!(target_os = "linux") {
         return support::skip("TCP_DEFER_ACCEPT is Linux-only");
     }
@@ -367,8 +369,9 @@ fn silent_clients_stay_in_the_kernel_until_they_send() {
 
 #[test]
 fn admission_caps_open_connections() {
-    // README "Limits": burst of connections: at most --max-connections are
-    // open at once; the kernel backlog holds the rest until one closes.
+    // docs/operations.md#limits-and-failure-behaviour: burst of connections: at
+    // most --max-connections are open at once; the kernel backlog holds the
+    // rest until one closes.
     let server = ServerProcess::start(&[
         "--max-connections",
         "3",
@@ -408,9 +411,9 @@ fn admission_caps_open_connections() {
 
 #[test]
 fn accept_errors_back_off_and_service_resumes() {
-    // README "Limits", accept() fails: logged at warn, retried with back-off,
-    // service resumes (RLIMIT_NOFILE=24 and a flood).
-    // Room for the process's own descriptors and a few clients only.
+    // docs/operations.md#limits-and-failure-behaviour, accept() fails: logged
+    // at warn, retried with back-off, service resumes (RLIMIT_NOFILE=24 and a
+    // flood). Room for the process's own descriptors and a few clients only.
     let limit: libc::rlim_t = 24;
     let mut server = ServerProcess::start_with(
         &[
@@ -468,8 +471,9 @@ fn accept_errors_back_off_and_service_resumes() {
 
 #[test]
 fn kill_9_never_leaves_a_reply_without_its_audit_line() {
-    // README "Limits", kill -9, and "The audit log": a reply a client received
-    // always has its audit line.
+    // docs/operations.md#limits-and-failure-behaviour, kill -9, and
+    // docs/audit-integrity.md#guarantees: a reply a client received always has
+    // its audit line.
     let mut server = ServerProcess::start(&["--workers", "8"]);
     let ((), received) = under_load(server.addr, 8, || {
         // Kill once the load is going.
@@ -492,11 +496,11 @@ fn kill_9_never_leaves_a_reply_without_its_audit_line() {
 
 #[test]
 fn kill_9_during_a_pipelined_flood_never_leaves_a_reply_without_its_audit_line() {
-    // README "The audit log" and "Keep-alive mode": the audit lines of a
-    // batch of pipelined lines are written before any of their replies, so
-    // after `kill -9` in the middle of a pipelined flood every reply a
-    // client received has its audit line: per connection, the first k
-    // lines logged for it are the k answers it got, in order.
+    // docs/protocol.md#keep-alive-mode and docs/audit-integrity.md#guarantees:
+    // the audit lines of a batch of pipelined lines are written before any of
+    // their replies, so after `kill -9` in the middle of a pipelined flood
+    // every reply a client received has its audit line: per connection, the
+    // first k lines logged for it are the k answers it got, in order.
     let mut server = ServerProcess::start(&["--keep-alive", "--idle-timeout", "60s"]);
     let addr = server.addr;
     let clients: Vec<_> = (0..4u64)
@@ -579,11 +583,12 @@ fn kill_9_during_a_pipelined_flood_never_leaves_a_reply_without_its_audit_line()
 
 #[test]
 fn a_stop_answers_every_connection_queued_in_the_backlog() {
-    // README "Limits", Ctrl-C under load: connections the kernel had
-    // completed but not handed over are answered too. Two stalled clients
-    // fill `--max-connections 2`, so 300 honest requests wait in the
-    // kernel's backlog; at the stop the stalled ones are closed without a
-    // reply and all 300 are answered, promptly (the deadline is a minute).
+    // docs/operations.md#limits-and-failure-behaviour, Ctrl-C under load:
+    // connections the kernel had completed but not handed over are answered
+    // too. Two stalled clients fill `--max-connections 2`, so 300 honest
+    // requests wait in the kernel's backlog; at the stop the stalled ones are
+    // closed without a reply and all 300 are answered, promptly (the deadline
+    // is a minute).
     let mut server = ServerProcess::start(&[
         "--max-connections",
         "2",
@@ -625,10 +630,11 @@ fn a_stop_answers_every_connection_queued_in_the_backlog() {
 
 #[test]
 fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
-    // README "Limits", Ctrl-C under load: queued connections are answered
-    // up to 4096 (SHUTDOWN_DRAIN_LIMIT), so a flood cannot keep a stopping
-    // server busy; the rest are reset before any reply. The kernel queues
-    // at most somaxconn + 1 connections per listener: 4097 here.
+    // docs/operations.md#limits-and-failure-behaviour, Ctrl-C under load:
+    // queued connections are answered up to 4096 (SHUTDOWN_DRAIN_LIMIT), so a
+    // flood cannot keep a stopping server busy; the rest are reset before any
+    // reply. The kernel queues at most somaxconn + 1 connections per listener:
+    // 4097 here.
     let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .ok()
         .and_then(|text| text.trim().parse().ok())
@@ -677,8 +683,8 @@ fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
 
 #[test]
 fn copytruncate_rotation_leaves_no_hole() {
-    // README "Limits", log rotation: copytruncate leaves no NUL-filled hole
-    // (append mode).
+    // docs/operations.md#limits-and-failure-behaviour, log rotation:
+    // copytruncate leaves no NUL-filled hole (append mode).
     let server = TestServer::start();
     for n in 0..10 {
         ask(server.addr, &n.to_string());
@@ -705,8 +711,8 @@ fn copytruncate_rotation_leaves_no_hole() {
 
 #[test]
 fn terminal_log_never_carries_raw_client_bytes() {
-    // README "Limits", log injection: every client byte in the terminal log is
-    // escaped.
+    // docs/operations.md#limits-and-failure-behaviour, log injection: every
+    // client byte in the terminal log is escaped.
     let server = ServerProcess::start(&["--log-level", "debug"]);
     let hostile: &[&[u8]] = &[
         b"\x1b]0;pwned\x07",
@@ -735,7 +741,8 @@ fn terminal_log_never_carries_raw_client_bytes() {
 
 #[test]
 fn many_clients_at_once_all_get_answers() {
-    // README "The protocol": concurrent clients each get the right answer.
+    // docs/protocol.md#one-request: concurrent clients each get the right
+    // answer.
     let server = TestServer::start_with(|c| c.server.workers = 4);
     let replies: HashMap<String, usize> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..16)

@@ -1,8 +1,8 @@
 //! The waiting room: slow, stalled, idle and non-reading clients hold no
 //! worker, deadlines still apply, and a stop with clients waiting is
-//! prompt. README "Limits and failure behaviour": slow client, clients that
-//! send a byte and stall, idle keep-alive clients, slow reader, stop.
-//! Loopback only; every wait is bounded.
+//! prompt. docs/operations.md#limits-and-failure-behaviour: slow client,
+//! clients that send a byte and stall, idle keep-alive clients, slow reader,
+//! stop. Loopback only; every wait is bounded.
 
 mod support;
 
@@ -27,8 +27,8 @@ fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn stalled_clients_hold_no_worker() {
-    // README "Limits", clients that send a byte and stall: they wait in the
-    // room, holding no worker.
+    // docs/operations.md#limits-and-failure-behaviour, clients that send a byte
+    // and stall: they wait in the room, holding no worker.
     // Two workers, fifty clients that send one byte and stall, and a
     // deadline of a minute: before the waiting room, the honest request
     // waited behind them until they timed out.
@@ -59,8 +59,8 @@ fn stalled_clients_hold_no_worker() {
 
 #[test]
 fn idle_keep_alive_clients_take_turns_on_one_worker() {
-    // README "Keep-alive mode": an idle keep-alive connection holds no worker
-    // between lines.
+    // docs/protocol.md#keep-alive-mode: an idle keep-alive connection holds no
+    // worker between lines.
     // One worker and a long idle timeout: a keep-alive connection used to
     // pin the worker between its lines, so the second client waited.
     let server = TestServer::start_with(|c| {
@@ -85,8 +85,8 @@ fn idle_keep_alive_clients_take_turns_on_one_worker() {
 
 #[test]
 fn a_line_split_across_many_small_writes_is_answered() {
-    // README "The protocol": a line is the bytes up to the first newline,
-    // however they arrive.
+    // docs/protocol.md#one-request: a line is the bytes up to the first
+    // newline, however they arrive.
     let server = TestServer::start();
     let mut stream = connect(server.addr);
     stream.set_nodelay(true).unwrap();
@@ -106,8 +106,8 @@ fn a_line_split_across_many_small_writes_is_answered() {
 
 #[test]
 fn a_slow_over_long_line_gets_e_as_soon_as_it_passes_the_limit() {
-    // README "Limits", over-long line: E as soon as the limit is passed,
-    // without waiting for the line to end.
+    // docs/operations.md#limits-and-failure-behaviour, over-long line: E as
+    // soon as the limit is passed, without waiting for the line to end.
     let server = TestServer::start_with(|c| {
         c.server.limits.max_line_bytes = 100;
         c.server.limits.request_timeout = Duration::from_secs(60);
@@ -138,8 +138,9 @@ fn a_client_that_does_not_read_holds_no_worker() {
     // One worker; a client pipelines big lines to the echo service and never
     // reads the replies, so they back up. The other client is still served,
     // and the hog is cut off at the write timeout.
-    // README "Limits", slow reader: --write-timeout (2 s here, 5 s by
-    // default) bounds how long replies wait for a client to read them.
+    // docs/operations.md#limits-and-failure-behaviour, slow reader:
+    // --write-timeout (2 s here, 5 s by default) bounds how long replies wait
+    // for a client to read them.
     let mut server = ServerProcess::start_echo(&["--workers", "1", "--write-timeout", "2s"]);
     let mut hog = connect(server.addr);
     let line = [b"x".repeat(60_000), b"\n".to_vec()].concat();
@@ -177,8 +178,8 @@ fn a_client_that_does_not_read_holds_no_worker() {
 
 #[test]
 fn a_stop_with_clients_in_the_room_is_prompt_and_closes_them_without_a_reply() {
-    // README "Stopping": a stop answers complete lines and closes unfinished
-    // ones without a reply, promptly.
+    // docs/operations.md#stopping: a stop answers complete lines and closes
+    // unfinished ones without a reply, promptly.
     let mut server = ServerProcess::start(&["--request-timeout", "60s", "--workers", "2"]);
     let mut stalled: Vec<TcpStream> = (0..50)
         .map(|_| connect_sending(server.addr, b"1"))
@@ -199,8 +200,8 @@ fn a_stop_with_clients_in_the_room_is_prompt_and_closes_them_without_a_reply() {
 
 #[test]
 fn a_trickling_client_is_still_cut_at_its_deadline() {
-    // README "Limits", slow client: trickling a byte at a time does not extend
-    // the deadline.
+    // docs/operations.md#limits-and-failure-behaviour, slow client: trickling a
+    // byte at a time does not extend the deadline.
     let server = TestServer::start_with(|c| {
         c.server.limits.request_timeout = Duration::from_millis(600);
     });
@@ -224,8 +225,8 @@ fn a_trickling_client_is_still_cut_at_its_deadline() {
 
 #[test]
 fn per_address_connection_cap() {
-    // README "Running it", --max-connections-per-ip (the flag itself: binary.rs
-    // the_per_address_flags_cap_connections_and_rate).
+    // docs/operations.md#running-it, --max-connections-per-ip (the flag itself:
+    // binary.rs the_per_address_flags_cap_connections_and_rate).
     let server = TestServer::start_with(|c| {
         c.server.max_connections_per_ip = Some(3);
         c.server.limits.request_timeout = Duration::from_secs(60);

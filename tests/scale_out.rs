@@ -5,9 +5,10 @@
 //! time, on their own ports. Checks: no request failed or went unanswered,
 //! every instance (old and new) exits 0, the instances' audit lines are
 //! exactly the replies the clients received, and each line names the
-//! client's own address and port, never HAProxy's. README "Running several
-//! instances". Skips loudly (fails on CI) without `haproxy` or `socat`,
-//! which `make test` installs. Every wait is bounded.
+//! client's own address and port, never HAProxy's.
+//! docs/operations.md#several-instances-behind-haproxy. Skips loudly (fails on
+//! CI) without `haproxy` or `socat`, which `make test` installs. Every wait is
+//! bounded.
 
 mod support;
 

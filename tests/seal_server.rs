@@ -1,7 +1,8 @@
 //! Audit sealing against the real server: `prime-audit keygen`, then
 //! `prime-server --audit-seal`, then `prime-audit verify` on what it wrote,
 //! untouched and tampered with; `kill -9`; five SIGHUP rotations; and an
-//! attacker holding a copy of the sealing state. README "Audit integrity".
+//! attacker holding a copy of the sealing state.
+//! docs/audit-integrity.md#sealing.
 //! (tests/audit_seal.rs drives the same machinery as a library, with every
 //! rule of the format.)
 

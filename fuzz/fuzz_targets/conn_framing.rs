@@ -10,7 +10,8 @@
 //! * readiness never lies: `Line` exactly when a line can be taken, and
 //!   nothing comes out once `at_eof` says so;
 //! * the buffer never holds, nor allocates, more than the limit plus one
-//!   read (`READ_CHUNK`): the README's per-connection memory bound.
+//!   read (`READ_CHUNK`): the per-connection memory bound of
+//!   docs/operations.md#limits-and-failure-behaviour.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,7 +1,8 @@
 //! The audit trail: one line per answered request, appended to a file that
 //! only ever holds whole lines, with the durability the operator chose.
 //!
-//! Format (see the README): `<RFC 3339 UTC time> <peer> <code> <phrase>`.
+//! Format (see README.md#the-audit-line):
+//! `<RFC 3339 UTC time> <peer> <code> <phrase>`.
 //!
 //! * **Whole lines only.** Every append (the lines of one worker turn) is
 //!   one `write` under the writer's lock, to a file opened with `O_APPEND`,

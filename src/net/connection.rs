@@ -513,14 +513,16 @@ mod tests {
 
     #[test]
     fn default_limits_are_the_documented_ones() {
-        // README "Running it": 5 s request, 10 s idle, 5 s write, 65536 bytes.
+        // docs/operations.md#running-it: 5 s request, 10 s idle, 5 s write,
+        // 65536 bytes.
         let limits = Limits::default();
         assert_eq!(limits.request_timeout, Duration::from_secs(5));
         assert_eq!(limits.idle_timeout, Duration::from_secs(10));
         assert_eq!(limits.write_timeout, Duration::from_secs(5));
         assert_eq!(limits.max_line_bytes, 65_536);
-        // README "Limits": a lingering close drains for up to 500 ms
-        // (256 KiB); at most max-line-bytes + 4 KiB is buffered.
+        // docs/operations.md#limits-and-failure-behaviour: a lingering close
+        // drains for up to 500 ms (256 KiB); at most max-line-bytes + 4 KiB is
+        // buffered.
         assert_eq!(
             (LINGER, LINGER_BYTES),
             (Duration::from_millis(500), 256 << 10)

@@ -302,10 +302,10 @@ mod tests {
         n
     }
 
-    /// The lines `stream` holds under `limit`, by the README's rules, said
-    /// as simply as possible: split at each `\n`; a line longer than the
-    /// limit is cut to `limit + 1` bytes and ends everything; at EOF the
-    /// unterminated rest is a line.
+    /// The lines `stream` holds under `limit`, by the rules of
+    /// docs/protocol.md#one-request, said as simply as possible: split at each
+    /// `\n`; a line longer than the limit is cut to `limit + 1` bytes and ends
+    /// everything; at EOF the unterminated rest is a line.
     fn model(stream: &[u8], limit: usize, eof: bool) -> Vec<Line> {
         let mut lines = Vec::new();
         let mut rest = stream;
@@ -408,8 +408,9 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_bounded_by_the_limit_plus_one_read() {
-        // The README's per-connection memory bound: max-line-bytes + 4 KiB,
-        // allocation included, whatever the client sends.
+        // The per-connection memory bound of
+        // docs/operations.md#limits-and-failure-behaviour: max-line-bytes
+        // + 4 KiB, allocation included, whatever the client sends.
         for limit in [1, 100, READ_CHUNK - 1, READ_CHUNK, 10_000, 65_536] {
             let flood = vec![b'7'; 1 << 20];
             let lines = frame(&flood, limit, &[usize::MAX], false);

@@ -65,8 +65,8 @@ pub fn cores() -> usize {
 
 /// The default pool size: one worker per core. Workers never wait on
 /// clients (the room does) nor on big numbers (the lane does), so more
-/// would only add wake-ups and context switches (measured: see the
-/// README's Performance section). A service whose workers wait for a disk
+/// would only add wake-ups and context switches (measured: see
+/// docs/performance.md#targets). A service whose workers wait for a disk
 /// may want more (the prime service does under `--audit-sync always`).
 pub fn default_workers() -> usize {
     cores()

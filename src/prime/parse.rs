@@ -1,7 +1,8 @@
 //! Integer parsing with exactly the rules of Python's `int(bytes)`.
 //!
 //! The service descends from a Python server that called `int()` on each
-//! line, so that function's grammar is the contract (see the README):
+//! line, so that function's grammar is the contract (see
+//! docs/protocol.md#one-request):
 //!
 //! * ASCII whitespace (space, `\t`, `\n`, `\x0b`, `\x0c`, `\r`) is stripped
 //!   from both ends, and nothing else is;
