@@ -103,8 +103,8 @@ impl fmt::Display for Waiting {
 /// One number's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
-    /// The line as sent, without its newline.
-    pub input: String,
+    /// The line as sent, byte for byte, without its newline.
+    pub input: Vec<u8>,
     /// The server's verdict.
     pub verdict: Verdict,
     /// Time from sending the line to reading the reply.
@@ -140,11 +140,11 @@ impl<F: FnMut(Exchange)> ReplySink for F {
 /// [`ClientError`] when the server cannot be reached, the connection fails
 /// or times out (`timeout` bounds the connect and each read and write), or
 /// the reply is not one the protocol allows.
-pub fn ask(addr: SocketAddr, line: &str, timeout: Duration) -> Result<Exchange, ClientError> {
+pub fn ask(addr: SocketAddr, line: &[u8], timeout: Duration) -> Result<Exchange, ClientError> {
     let started = Instant::now();
     let mut stream = connect(addr, timeout)?;
     let mut request = Vec::with_capacity(line.len() + 1);
-    request.extend_from_slice(line.as_bytes());
+    request.extend_from_slice(line);
     request.push(b'\n');
     stream
         .write_all(&request)
@@ -155,7 +155,7 @@ pub fn ask(addr: SocketAddr, line: &str, timeout: Duration) -> Result<Exchange, 
         .read_to_end(&mut reply)
         .map_err(|e| failed(e, Waiting::Reply, timeout))?;
     Ok(Exchange {
-        input: line.to_owned(),
+        input: line.to_vec(),
         verdict: parse_reply(&reply)?,
         elapsed: started.elapsed(),
     })
@@ -182,7 +182,7 @@ pub fn ask_pipelined<I>(
     sink: &mut impl ReplySink,
 ) -> Result<u64, ClientError>
 where
-    I: IntoIterator<Item = String>,
+    I: IntoIterator<Item = Vec<u8>>,
     I::IntoIter: Send + 'static,
 {
     let stream = connect(addr, timeout)?;
@@ -242,7 +242,7 @@ struct InFlight {
 
 impl InFlight {
     /// Records `lines` as being sent now.
-    fn push_all(&self, lines: impl Iterator<Item = String>) {
+    fn push_all(&self, lines: impl Iterator<Item = Vec<u8>>) {
         let now = Instant::now();
         let mut state = self.state.lock();
         state.pending.extend(lines.map(|line| (line, now)));
@@ -257,7 +257,7 @@ impl InFlight {
 
     /// The oldest unanswered line, waiting for one if the writer is still
     /// going; `None` once every sent line is answered.
-    fn pop(&self) -> Option<(String, Instant)> {
+    fn pop(&self) -> Option<(Vec<u8>, Instant)> {
         let mut state = self.state.lock();
         loop {
             if let Some(item) = state.pending.pop_front() {
@@ -275,7 +275,7 @@ impl InFlight {
 #[derive(Debug, Default)]
 struct Queue {
     /// Lines sent and unanswered, with when they were sent, oldest first.
-    pending: VecDeque<(String, Instant)>,
+    pending: VecDeque<(Vec<u8>, Instant)>,
     /// The writer has sent everything it will send.
     writer_done: bool,
 }
@@ -284,7 +284,7 @@ struct Queue {
 /// is ready or it is full, then half-closes once the feeder is done.
 fn write_lines(
     stream: &TcpStream,
-    ready: &Receiver<String>,
+    ready: &Receiver<Vec<u8>>,
     in_flight: &InFlight,
 ) -> io::Result<()> {
     let mut batch = Batch::default();
@@ -320,13 +320,13 @@ struct Batch {
     /// The lines, newline-terminated, as they go on the wire.
     bytes: Vec<u8>,
     /// The same lines without newlines, for the reader to report.
-    lines: Vec<String>,
+    lines: Vec<Vec<u8>>,
 }
 
 impl Batch {
     /// Adds one line.
-    fn add(&mut self, line: String) {
-        self.bytes.extend_from_slice(line.as_bytes());
+    fn add(&mut self, line: Vec<u8>) {
+        self.bytes.extend_from_slice(&line);
         self.bytes.push(b'\n');
         self.lines.push(line);
     }

@@ -101,7 +101,7 @@ fn pipelined_lines_are_sent_as_soon_as_they_are_given() {
     let addr = server.addr;
     // The lines come from a channel, like a person typing: the next one is
     // given only once the previous answer is back.
-    let (give, lines) = mpsc::channel::<String>();
+    let (give, lines) = mpsc::channel::<Vec<u8>>();
     let (answer, answers) = mpsc::channel::<Exchange>();
     let client = std::thread::spawn(move || {
         let mut sink = |e: Exchange| {
@@ -114,11 +114,12 @@ fn pipelined_lines_are_sent_as_soon_as_they_are_given() {
         ("4", Verdict::NotPrime),
         ("4j", Verdict::NotInteger),
     ] {
-        give.send(line.to_owned()).expect("client is running");
+        give.send(line.as_bytes().to_vec())
+            .expect("client is running");
         let got = answers
             .recv_timeout(IO_TIMEOUT)
             .unwrap_or_else(|_| panic!("no answer to {line:?} while the next line is withheld"));
-        assert_eq!((got.input.as_str(), got.verdict), (line, want));
+        assert_eq!((got.input.as_slice(), got.verdict), (line.as_bytes(), want));
     }
     drop(give);
     let answered = client.join().expect("client thread");
@@ -129,7 +130,7 @@ fn pipelined_lines_are_sent_as_soon_as_they_are_given() {
 #[test]
 fn pipelined_bulk_answers_arrive_in_order() {
     let server = keep_alive_server(u64::MAX);
-    let lines: Vec<String> = (0..20_000u64).map(|n| n.to_string()).collect();
+    let lines: Vec<Vec<u8>> = (0..20_000u64).map(|n| n.to_string().into_bytes()).collect();
     let mut got = Vec::new();
     let answered = ask_pipelined(
         server.addr,
@@ -139,8 +140,8 @@ fn pipelined_bulk_answers_arrive_in_order() {
     )
     .expect("every line answered");
     assert_eq!(answered, 20_000);
-    let inputs: Vec<&str> = got.iter().map(|e| e.input.as_str()).collect();
-    assert_eq!(inputs, lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let inputs: Vec<Vec<u8>> = got.iter().map(|e| e.input.clone()).collect();
+    assert_eq!(inputs, lines);
     let primes = got.iter().filter(|e| e.verdict == Verdict::Prime).count();
     assert_eq!(primes, 2262, "primes below 20000");
     assert_eq!(got[17].verdict, Verdict::Prime);
@@ -258,7 +259,8 @@ fn keep_alive_client_answering_everything_exits_0() {
     let mut child = spawn_client(&["--addr", &addr, "--keep-alive", "--quiet"]);
     let mut stdin = child.stdin.take().expect("stdin piped");
     let printed = stdout_lines(&mut child);
-    // Blank lines are skipped; a line that is not UTF-8 is still asked about.
+    // Blank lines are skipped; a line that is not UTF-8 is still asked about
+    // (and sent as it is: see the_client_sends_the_bytes_it_is_given).
     stdin
         .write_all(b"2\n\n4\n\xff7\n5\r\n")
         .expect("write to prime-client");
@@ -270,4 +272,36 @@ fn keep_alive_client_answering_everything_exits_0() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(got, ["T", "F", "E", "T"]);
     assert!(printed.recv_timeout(IO_TIMEOUT).is_err(), "nothing more");
+}
+
+#[test]
+fn the_client_sends_the_bytes_it_is_given() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    // From stdin: invalid UTF-8 goes out as it came, not as U+FFFD.
+    let mut child = spawn_client(&["--addr", &addr, "--quiet"]);
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    stdin.write_all(b"x\xffy\n").expect("write to prime-client");
+    drop(stdin);
+    let (status, stderr) = finish(child);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // From the arguments, likewise.
+    let output = Command::new(env!("CARGO_BIN_EXE_prime-client"))
+        .args(["--addr", &addr, "--quiet"])
+        .arg(std::ffi::OsStr::from_bytes(b"\xfe7"))
+        .output()
+        .expect("run prime-client");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"E\n");
+    let phrases: Vec<String> = server
+        .audit_lines()
+        .iter()
+        .map(|line| line.splitn(4, ' ').nth(3).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        phrases,
+        ["'x\\xffy' is not an integer", "'\\xfe7' is not an integer"],
+        "the audit log quotes the bytes sent"
+    );
 }

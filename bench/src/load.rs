@@ -271,7 +271,7 @@ pub fn run(spec: &LoadSpec, requests: &[Request]) -> LoadResult {
 /// One request on its own connection, the seed client's way.
 fn one_request(spec: &LoadSpec, request: &Request, part: &mut LoadResult) {
     let started = Instant::now();
-    let verdict = ask(spec.addr, &request.line, spec.timeout)
+    let verdict = ask(spec.addr, request.line.as_bytes(), spec.timeout)
         .ok()
         .map(|exchange| exchange.verdict);
     record(spec, request, verdict, started.elapsed(), part);

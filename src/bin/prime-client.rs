@@ -1,15 +1,18 @@
 //! `prime-client`: asks a prime-server about numbers.
 //!
 //! Numbers come from the arguments, or from stdin one per line when there
-//! are none; each answer is printed as soon as it arrives. Exit status: 0
+//! are none, and go to the server byte for byte, whatever they hold (not
+//! UTF-8, say); each answer is printed as soon as it arrives. Exit status: 0
 //! when every number was answered, 1 when the server could not be reached,
 //! timed out, closed early or broke the protocol, 2 for bad usage.
 
 use clap::Parser;
 use prime_server::client::{ask, ask_pipelined, ClientError, Exchange, ReplySink};
 use prime_server::ops::flags::{parse_addr, parse_duration};
+use std::ffi::OsString;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,8 +41,8 @@ struct ClientArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
 
-    /// Numbers to ask about; read from stdin, one per line (blank lines skipped), when none are given
-    numbers: Vec<String>,
+    /// Numbers to ask about, sent as given; read from stdin, one per line (blank lines skipped), when none are given
+    numbers: Vec<OsString>,
 }
 
 /// How results are printed.
@@ -82,7 +85,12 @@ fn main() -> ExitCode {
 
 /// Asks about every number, printing each answer as it comes.
 fn run(args: &ClientArgs, printer: &mut Printer<impl Write>) -> Result<(), ClientError> {
-    let numbers = args.numbers.clone();
+    let numbers: Vec<Vec<u8>> = args
+        .numbers
+        .iter()
+        .cloned()
+        .map(OsString::into_vec)
+        .collect();
     if args.keep_alive {
         if numbers.is_empty() {
             ask_pipelined(args.addr, stdin_lines(), args.timeout, printer)?;
@@ -91,7 +99,7 @@ fn run(args: &ClientArgs, printer: &mut Printer<impl Write>) -> Result<(), Clien
         }
         return Ok(());
     }
-    let mut one_at_a_time = |line: String| -> Result<(), ClientError> {
+    let mut one_at_a_time = |line: Vec<u8>| -> Result<(), ClientError> {
         printer.reply(ask(args.addr, &line, args.timeout)?);
         // Each answer is a whole connection; show it before the next.
         printer.caught_up();
@@ -104,19 +112,15 @@ fn run(args: &ClientArgs, printer: &mut Printer<impl Write>) -> Result<(), Clien
     }
 }
 
-/// Stdin's non-blank lines. A line that is not UTF-8 is sent with U+FFFD in
-/// place of its bad bytes rather than ending the input early: either way it
-/// holds a non-ASCII byte, so the server's answer (`E`) is the same.
-fn stdin_lines() -> impl Iterator<Item = String> + Send + 'static {
+/// Stdin's non-blank lines, byte for byte without their `\n` (a client
+/// must send what it is given: the server, not the client, decides what a
+/// line means and quotes it in the audit log).
+fn stdin_lines() -> impl Iterator<Item = Vec<u8>> + Send + 'static {
     // `Stdin` itself, not its lock: the lines are read on another thread.
     io::BufReader::new(io::stdin())
         .split(b'\n')
         .map_while(Result::ok)
-        .map(|bytes| {
-            let line = String::from_utf8_lossy(&bytes);
-            line.strip_suffix('\r').unwrap_or(&line).to_owned()
-        })
-        .filter(|l| !l.trim().is_empty())
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Prints answers in the chosen format to a buffered `out`, flushing it
@@ -141,14 +145,16 @@ impl<W: Write> ReplySink for Printer<W> {
     }
 }
 
-/// Prints one answer in the chosen format.
+/// Prints one answer in the chosen format; an input that is not UTF-8 is
+/// shown with U+FFFD in place of its bad bytes (it was sent as it was).
 fn print_exchange(out: &mut impl Write, output: Output, e: &Exchange) -> io::Result<()> {
     let code = e.verdict.code();
+    let input = String::from_utf8_lossy(&e.input);
     match output {
         Output::Quiet => writeln!(out, "{code}"),
         Output::Json => {
             let object = serde_json::json!({
-                "input": e.input,
+                "input": input,
                 "code": code.to_string(),
                 "meaning": e.verdict.meaning(),
                 "micros": u64::try_from(e.elapsed.as_micros()).unwrap_or(u64::MAX),
@@ -157,8 +163,7 @@ fn print_exchange(out: &mut impl Write, output: Output, e: &Exchange) -> io::Res
         }
         Output::Human => writeln!(
             out,
-            "{}: {code} ({}) in {:.3} ms",
-            e.input,
+            "{input}: {code} ({}) in {:.3} ms",
             e.verdict.meaning(),
             e.elapsed.as_secs_f64() * 1000.0
         ),
