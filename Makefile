@@ -40,10 +40,11 @@ bench: build
 	target/release/prime-bench compare $(BENCH_ARGS)
 	$(CARGO) bench -p prime-server --bench primality
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting, clippy and the API docs, warnings are errors
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --workspace --no-deps
 
 ## soak: a longer bounded load-plus-faults session (not in CI); prints figures
 ## (SOAK_CONNECTIONS=10000 SOAK_THREADS=64 SOAK_SECONDS=120 to change it)
@@ -70,14 +71,14 @@ fuzz: deps
 	done
 
 ## mutants: mutation testing of the core modules with their unit tests (not in
-## CI: conn.rs and audit.rs alone are 255 mutants, about 32 minutes on 2
+## CI: the connection, framing and audit-log modules alone are 255 mutants, about 32 minutes on 2
 ## cores; installs cargo-mutants if missing). Fails when a mutant survives
 ## (equivalent ones are listed in .cargo/mutants.toml); a mutant that makes
 ## a test hang is caught by the timeout (cargo-mutants exits 3 for those,
 ## which passes here). The report is in target/mutants/mutants.out
 ## (missed.txt, caught.txt, timeout.txt, ...). Narrow it with
-## MUTANTS_FILES='src/parse.rs'.
-MUTANTS_FILES ?= src/parse.rs src/escape.rs src/protocol.rs src/prime.rs src/audit.rs src/conn.rs
+## MUTANTS_FILES='src/prime/parse.rs'.
+MUTANTS_FILES ?= src/prime/parse.rs src/escape.rs src/prime/verdict.rs src/prime/primality.rs src/audit/log.rs src/net/connection.rs src/net/framing.rs src/net/ready_queue.rs
 mutants: deps
 	@command -v cargo-mutants >/dev/null 2>&1 || { echo "make mutants: installing cargo-mutants with cargo install"; $(CARGO) install cargo-mutants --locked; }
 	@$(CARGO) mutants $(addprefix --file ,$(MUTANTS_FILES)) --output target/mutants --cargo-arg=--lib; \

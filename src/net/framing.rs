@@ -13,6 +13,8 @@
 //! sends.
 
 use crate::net::proxy::ProxyError;
+#[cfg(doc)]
+use crate::net::Connection;
 
 /// Bytes asked of the kernel per `recv`.
 pub const READ_CHUNK: usize = 4096;

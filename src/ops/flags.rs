@@ -35,8 +35,9 @@ const MAX_LINE_BYTES: u64 = 16 << 20;
                   second signal exits at once with status 130."
 )]
 pub struct ServerArgs {
-    /// Address to listen on, IPv4 or IPv6 (e.g. [::1]:8809); port 0 picks a free port
-    #[arg(long, env = "PRIME_SERVER_LISTEN", default_value = "127.0.0.1:8809", value_parser = parse_addr)]
+    /// Address to listen on, IPv4 or IPv6 (`--listen`).
+    #[arg(long, env = "PRIME_SERVER_LISTEN", default_value = "127.0.0.1:8809", value_parser = parse_addr,
+          help = "Address to listen on, IPv4 or IPv6 (e.g. [::1]:8809); port 0 picks a free port")]
     pub listen: SocketAddr,
 
     /// File the audit trail is appended to (its directory is created if missing)
