@@ -150,6 +150,36 @@ fn pipelined_junk_does_not_destroy_the_first_answer() {
     assert_eq!(server.audit_lines().len(), 20);
 }
 
+#[test]
+fn junk_sent_with_the_line_gets_an_orderly_close_not_a_reset() {
+    // What the lingering close is for: closing with unread input makes the
+    // kernel send a reset, which many TCP stacks (and middleboxes) treat as
+    // "discard what you have not read yet", the reply included. Linux
+    // keeps data already received, so the test looks at the close itself:
+    // after the reply the client must see an orderly end (the server's
+    // FIN), not ECONNRESET.
+    use std::io::Read;
+    let server = TestServer::start();
+    // More than one read (4 KiB) takes, less than a lingering close drains
+    // (256 KiB): the rest is still in the kernel when the reply is sent.
+    let mut request = b"17\n".to_vec();
+    request.extend(b"18\n".repeat(4000));
+    for _ in 0..20 {
+        let mut stream = connect(server.addr);
+        stream.write_all(&request).unwrap();
+        let mut reply = [0u8; 2];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"T\n");
+        let mut rest = Vec::new();
+        let end = stream.read_to_end(&mut rest);
+        assert!(
+            matches!(end, Ok(0)),
+            "after the reply: {end:?} (a reset, not the server's FIN)"
+        );
+    }
+    assert_eq!(server.audit_lines().len(), 20);
+}
+
 /// A handler that queues `hello`, then panics on the line `panic`.
 struct Panicky;
 

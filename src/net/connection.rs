@@ -20,11 +20,17 @@
 //!   [`Connection::expect_proxy_header`] mode: the header is parsed from the
 //!   same buffer under the same deadline, and its client address replaces
 //!   the socket peer.
-//! * **Closing.** If the client sent more than we read (pipelined junk),
-//!   closing at once would make the kernel answer with a reset that can
-//!   destroy the reply in flight, so [`Connection::needs_linger`] tells the
-//!   caller to half-close and drain first (the room does that, bounded by
-//!   [`LINGER`] and [`LINGER_BYTES`]).
+//! * **Closing.** If the client sent more than the lines answered
+//!   (pipelined junk), closing at once would make the kernel answer with a
+//!   reset that can destroy the reply in flight, so
+//!   [`Connection::needs_linger`] tells the caller to half-close and drain
+//!   first (the room does that, bounded by [`LINGER`] and
+//!   [`LINGER_BYTES`]). It decides from what the connection has read,
+//!   without asking the kernel: junk sent with the line is in the buffer
+//!   (every read takes up to [`READ_CHUNK`] bytes). Input that arrives only
+//!   after the line was read races with the close, as input arriving just
+//!   after any close does; a second `recv` per request to narrow that
+//!   window by microseconds is not worth a system call on every request.
 
 use crate::net::framing::{Fill, Line, LineBuffer, Readiness, READ_CHUNK};
 use crate::net::per_address::AddressSlot;
@@ -237,7 +243,7 @@ impl Connection {
         }
         let was_empty = self.input.is_empty();
         let stream = &self.stream;
-        match self.input.read_with(|spare| recv_now(stream, spare, 0)) {
+        match self.input.read_with(|spare| recv_now(stream, spare)) {
             Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
                 // The first line's deadline counts from accept: no clock
@@ -375,14 +381,15 @@ impl Connection {
     }
 
     /// Whether closing now could turn into a reset that destroys a reply
-    /// in flight: a reply was sent and the client sent more than we read.
+    /// in flight: a reply was sent and the connection read more than it
+    /// answered (see the module docs for why the kernel is not asked).
     /// Then the caller half-closes with [`Connection::half_close`] and
     /// drains with [`Connection::drain`] before dropping the connection.
     pub fn needs_linger(&self) -> bool {
         if !self.replied || (self.input.eof() && self.input.is_empty()) {
             return false;
         }
-        self.input.stopped() || !self.input.is_empty() || self.input_pending()
+        self.input.stopped() || !self.input.is_empty()
     }
 
     /// Sends FIN: the replies are complete.
@@ -396,7 +403,7 @@ impl Connection {
     pub fn drain(&mut self, drained: &mut usize) -> bool {
         let mut sink = [0u8; READ_CHUNK];
         while *drained < LINGER_BYTES {
-            match recv_now(&self.stream, &mut sink, 0) {
+            match recv_now(&self.stream, &mut sink) {
                 Ok(0) => return true,
                 Ok(n) => *drained += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -405,12 +412,6 @@ impl Connection {
             }
         }
         true
-    }
-
-    /// Whether the kernel holds unread input, without blocking.
-    fn input_pending(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(recv_now(&self.stream, &mut probe, libc::MSG_PEEK), Ok(n) if n > 0)
     }
 }
 
@@ -426,9 +427,9 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// `recv(2)` with `MSG_DONTWAIT` (plus `flags`): whatever has arrived,
-/// without blocking and without touching the socket's mode.
-fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+/// `recv(2)` with `MSG_DONTWAIT`: whatever has arrived, without blocking
+/// and without touching the socket's mode.
+fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
     // call, and the descriptor stays open while `stream` is borrowed.
     let n = unsafe {
@@ -436,7 +437,7 @@ fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Resul
             stream.as_raw_fd(),
             buf.as_mut_ptr().cast(),
             buf.len(),
-            flags | libc::MSG_DONTWAIT,
+            libc::MSG_DONTWAIT,
         )
     };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
@@ -721,10 +722,11 @@ mod tests {
         client.write_all(b"1\n2\n").unwrap();
         eventually(|| unread(&conn) == 4);
         assert!(!conn.needs_linger(), "no reply to destroy");
-        // Replied, with input the server never read: yes.
+        // Replied, with input the server never read: decided from what was
+        // read, without a system call, so no.
         conn.queue_reply(b"T\n");
         assert!(conn.flush().unwrap());
-        assert!(conn.needs_linger(), "unread input in the kernel");
+        assert!(!conn.needs_linger(), "decided without asking the kernel");
         // Replied, with input read but not taken: yes.
         assert_eq!(settle(&mut conn), Readiness::Line);
         assert_eq!(unread(&conn), 0);
