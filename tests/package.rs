@@ -951,7 +951,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
         Some("yes"),
         "this test runs units with User="
     );
-    let (uid, user_gid, _home, shell) = passwd(unit.require("User"))
+    let (uid, user_gid, home, shell) = passwd(unit.require("User"))
         .unwrap_or_else(|| panic!("dpkg -i did not create the user {}", unit.require("User")));
     let gid = group_id(unit.require("Group")).expect("the unit's Group= exists");
     assert_eq!(
@@ -992,7 +992,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
         ("LANG", "C.UTF-8"),
         ("USER", unit.require("User")),
         ("LOGNAME", unit.require("User")),
-        ("HOME", "/nonexistent"),
+        ("HOME", &home),
         ("SHELL", &shell),
         ("LOGS_DIRECTORY", logs_dir.to_str().expect("path")),
     ]
