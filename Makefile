@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Extra flags for `make run`, e.g. make run ARGS='--log-level debug'
 ARGS ?=
 
-.PHONY: all build run test lint fmt deps clean soak fuzz bench mutants
+.PHONY: all build run test lint fmt deps clean soak fuzz bench mutants deb test-package
 
 all: build
 
@@ -27,10 +27,31 @@ run: deps
 ## missing tool makes its tests skip, loudly.
 FUZZ_TEST_SECONDS ?= 20
 test: deps
-	@scripts/ensure-tools.sh --optional python3 logrotate haproxy socat strace fiu-run fiu-ctrl
+	@scripts/ensure-tools.sh --optional python3 logrotate haproxy socat strace fiu-run fiu-ctrl lintian systemd-analyze
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --benches
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_OPTIONAL=$(if $(filter-out 0 false,$(CI)),,1)
+
+## deb: the Debian package, target/debian/prime-server_<version>-1_<arch>.deb
+## (debug symbols in prime-server-dbgsym_*.ddeb beside it), built with
+## cargo-deb (installed with cargo install when missing, pinned to
+## CARGO_DEB_VERSION); the man pages are written from the binaries' --help
+## with help2man. Install it with `sudo apt install ./target/debian/prime-server_*.deb`.
+## tests/package.rs tests the package `make deb` built last (CI builds it
+## before `make test`); see docs/packaging.md.
+CARGO_DEB_VERSION ?= 3.8.0
+deb: deps
+	@scripts/ensure-tools.sh help2man
+	@command -v cargo-deb >/dev/null 2>&1 || { echo "make deb: installing cargo-deb $(CARGO_DEB_VERSION) with cargo install"; $(CARGO) install cargo-deb --version $(CARGO_DEB_VERSION) --locked; }
+	$(CARGO) build --release -p prime-server --bins
+	scripts/man-pages.sh target/release target/man
+	$(CARGO) deb --no-build
+
+## test-package: `make deb`, then only the package's tests (tests/package.rs;
+## installing it needs root and dpkg, and leaves the machine as it was)
+test-package: deb
+	@scripts/ensure-tools.sh --optional lintian systemd-analyze
+	$(CARGO) test --test package
 
 ## bench: prime-server beside the floor and the Python references (not in CI);
 ## writes bench/results/latest.md and latency.svg (BENCH_ARGS='--rounds 5' etc.)

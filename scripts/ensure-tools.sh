@@ -21,12 +21,18 @@
 #              each reply, and tests/binary.rs that the log is synced at exit
 #   fiu-run, fiu-ctrl
 #              (package fiu-utils) tests/operate.rs injects fdatasync failures
+#   help2man   required by `make deb`: the man pages are written from each
+#              binary's --help
+#   lintian    tests/package.rs checks the built .deb with it
+#   systemd-analyze
+#              (package systemd) tests/package.rs verifies the packaged units
 set -euo pipefail
 
 # The Debian package that provides a tool, where its name differs.
 package_of() {
     case "$1" in
         fiu-run | fiu-ctrl) echo fiu-utils ;;
+        systemd-analyze) echo systemd ;;
         python3) echo python3 ;;
         *) echo "$1" ;;
     esac
@@ -77,7 +83,11 @@ for tool in "${missing[@]}"; do
     have "$tool" && continue
     package=$(package_of "$tool")
     if printf '%s\n' "${required[@]}" | grep -qx -- "$tool"; then
-        if [ "$tool" = m4 ]; then why="it is needed to build GMP"; else why="CI runs every test, and the tests that need it would fail"; fi
+        case "$tool" in
+            m4) why="it is needed to build GMP" ;;
+            help2man) why="make deb writes the man pages with it" ;;
+            *) why="CI runs every test, and the tests that need it would fail" ;;
+        esac
         echo "ensure-tools: $tool not found; install it (e.g. 'sudo apt-get install $package'): $why." >&2
         status=1
     else

@@ -1,0 +1,1214 @@
+//! The Debian package (`make deb`, see docs/packaging.md): its unit keeps
+//! the shipped unit's hardening and defaults, its settings file names only
+//! options the server has, lintian finds no error, and, as root with dpkg
+//! (as on CI), the package installs, its service runs the way systemd would
+//! run it (read from the installed unit), and removing and purging it keeps
+//! the audit logs. The install test puts the machine back as it found it.
+//!
+//! The tests that need the package use the one `make deb` built last
+//! (`.ci/run` builds it before `make test`); a missing or stale one skips
+//! them, which on CI is a failure.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+use support::{skip, IO_TIMEOUT};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const PACKAGE: &str = "prime-server";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const BINARIES: [&str; 4] = ["prime-server", "prime-client", "echo-server", "prime-audit"];
+/// Where the package puts its units (cargo-deb's choice).
+const UNIT_DIR: &str = "/usr/lib/systemd/system";
+
+// ---------------------------------------------------------------------------
+// Unit files, environment files, command lines
+
+/// A systemd unit file: its assignments in order, as (section, key, value).
+struct Unit {
+    path: PathBuf,
+    entries: Vec<(String, String, String)>,
+}
+
+impl Unit {
+    fn read(path: &Path) -> Unit {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read unit {}: {e}", path.display()));
+        let mut entries = Vec::new();
+        let mut section = String::new();
+        let mut pending = String::new();
+        for raw in text.lines() {
+            let line = raw.trim();
+            if pending.is_empty() && (line.is_empty() || line.starts_with(['#', ';'])) {
+                continue;
+            }
+            // A trailing backslash continues the value on the next line.
+            if let Some(head) = line.strip_suffix('\\') {
+                pending.push_str(head);
+                pending.push(' ');
+                continue;
+            }
+            pending.push_str(line);
+            let logical = std::mem::take(&mut pending);
+            if let Some(name) = logical.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, value)) = logical.split_once('=') {
+                entries.push((
+                    section.clone(),
+                    key.trim().to_owned(),
+                    value.trim().to_owned(),
+                ));
+            } else {
+                panic!("{}: not an assignment: {logical:?}", path.display());
+            }
+        }
+        Unit {
+            path: path.to_owned(),
+            entries,
+        }
+    }
+
+    /// Every value assigned to `key` in `section`, in order.
+    fn all(&self, section: &str, key: &str) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(s, k, _)| s == section && k == key)
+            .map(|(_, _, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value that counts (the last assignment).
+    fn get(&self, section: &str, key: &str) -> Option<&str> {
+        self.all(section, key).last().copied()
+    }
+
+    fn service(&self, key: &str) -> Option<&str> {
+        self.get("Service", key)
+    }
+
+    fn require(&self, key: &str) -> &str {
+        self.service(key)
+            .unwrap_or_else(|| panic!("{} has no {key}=", self.path.display()))
+    }
+}
+
+/// The assignments of a systemd EnvironmentFile (`KEY=VALUE`, `#` and `;`
+/// comments, values optionally quoted).
+fn read_env_file(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read environment file {}: {e}", path.display()));
+    let mut env = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{}: not KEY=VALUE: {line:?}", path.display()));
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| value.strip_prefix(*a)?.strip_suffix(*b))
+            .unwrap_or(value);
+        env.insert(key.trim().to_owned(), unquoted.to_owned());
+    }
+    env
+}
+
+/// An `ExecStart=` value as the argv systemd runs: its prefixes (`-`, `@`,
+/// `:`, `+`, `!`) dropped, split at spaces outside quotes, and `$VAR` /
+/// `${VAR}` replaced from `env`.
+fn exec_argv(exec: &str, env: &BTreeMap<String, String>) -> Vec<String> {
+    let exec = exec.trim_start_matches(['-', '@', ':', '+', '!']);
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    for c in exec.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            _ => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+        .into_iter()
+        .map(|w| {
+            let name = w
+                .strip_prefix("${")
+                .and_then(|n| n.strip_suffix('}'))
+                .or_else(|| w.strip_prefix('$'));
+            match name {
+                Some(name) => env.get(name).cloned().unwrap_or_default(),
+                None => w,
+            }
+        })
+        .collect()
+}
+
+/// The `--flag value` pairs of an argv (flags without a value are skipped).
+fn flag_values(argv: &[String]) -> Vec<(String, String)> {
+    argv.windows(2)
+        .filter(|w| w[0].starts_with("--") && !w[1].starts_with("--"))
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect()
+}
+
+/// `--max-rate-per-ip` -> `PRIME_SERVER_MAX_RATE_PER_IP`
+fn env_name(flag: &str) -> String {
+    format!(
+        "PRIME_SERVER_{}",
+        flag.trim_start_matches("--")
+            .replace('-', "_")
+            .to_uppercase()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// Runs `command`, returning its output; panics (with the output) if it
+/// cannot start.
+fn output(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"))
+}
+
+/// Runs `command` and panics with its output unless it succeeds.
+fn run_ok(command: &mut Command) -> String {
+    let out = output(command);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+// ---------------------------------------------------------------------------
+// The package `make deb` built
+
+/// The architecture dpkg builds for (cargo-deb names the .deb after it).
+fn dpkg_architecture() -> Option<String> {
+    let out = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The newest modification time among the files the package is built from.
+fn newest_input() -> (SystemTime, PathBuf) {
+    fn visit(path: &Path, newest: &mut (SystemTime, PathBuf)) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+                visit(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            if modified > newest.0 {
+                *newest = (modified, path.to_owned());
+            }
+        }
+    }
+    let mut newest = (SystemTime::UNIX_EPOCH, PathBuf::new());
+    for input in [
+        "src",
+        "debian",
+        "deploy",
+        "docs/packaging.md",
+        "Cargo.toml",
+        "Cargo.lock",
+        "scripts/man-pages.sh",
+    ] {
+        visit(&Path::new(ROOT).join(input), &mut newest);
+    }
+    newest
+}
+
+/// The .deb `make deb` built for this version, or why it cannot be used.
+fn built_package() -> Result<PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(ROOT).join("target"), PathBuf::from);
+    let arch = dpkg_architecture().ok_or("dpkg is not installed")?;
+    let deb = target.join(format!("debian/{PACKAGE}_{VERSION}-1_{arch}.deb"));
+    let built = std::fs::metadata(&deb)
+        .and_then(|m| m.modified())
+        .map_err(|_| format!("{} is missing: run `make deb` first", deb.display()))?;
+    let (newest, input) = newest_input();
+    if newest > built {
+        return Err(format!(
+            "{} is older than {}: run `make deb` again",
+            deb.display(),
+            input.display()
+        ));
+    }
+    Ok(deb)
+}
+
+// ---------------------------------------------------------------------------
+// Tests that read the sources (no root, no package)
+
+fn source_unit() -> Unit {
+    Unit::read(&Path::new(ROOT).join("debian/prime-server.service"))
+}
+
+fn shipped_unit() -> Unit {
+    Unit::read(&Path::new(ROOT).join("deploy/prime-server.service"))
+}
+
+#[test]
+fn packaged_unit_keeps_what_the_shipped_unit_sets() {
+    let shipped = shipped_unit();
+    let packaged = source_unit();
+    // Every setting of deploy/prime-server.service is kept as it is, but
+    // for the command line (its flags move to the settings file) and the
+    // dynamic user (replaced by a system user, below).
+    for (section, key, value) in &shipped.entries {
+        if section == "Service" && (key == "ExecStart" || key == "DynamicUser") {
+            continue;
+        }
+        assert_eq!(
+            packaged.get(section, key),
+            Some(value.as_str()),
+            "debian/prime-server.service must keep [{section}] {key}={value} of deploy/prime-server.service"
+        );
+    }
+    // DynamicUser=yes implied these; a fixed user must set them itself.
+    if shipped.service("DynamicUser") == Some("yes")
+        && packaged.service("DynamicUser") != Some("yes")
+    {
+        let user = packaged.require("User");
+        assert_ne!(user, "root", "the service must not run as root");
+        for (key, allowed) in [
+            ("NoNewPrivileges", &["yes"][..]),
+            ("PrivateTmp", &["yes"]),
+            ("RemoveIPC", &["yes"]),
+            ("RestrictSUIDSGID", &["yes"]),
+            ("ProtectSystem", &["strict"]),
+            ("ProtectHome", &["yes", "read-only", "tmpfs"]),
+        ] {
+            let value = packaged.service(key);
+            assert!(
+                value.is_some_and(|v| allowed.contains(&v)),
+                "without DynamicUser=yes the packaged unit must set {key}= to one of {allowed:?}, not {value:?}"
+            );
+        }
+    }
+    // The shipped command line's settings are the package's defaults.
+    let defaults = read_env_file(&Path::new(ROOT).join("debian/prime-server.default"));
+    let flags = flag_values(&exec_argv(shipped.require("ExecStart"), &BTreeMap::new()));
+    assert!(!flags.is_empty(), "no flags in the shipped ExecStart");
+    for (flag, value) in flags {
+        let name = env_name(&flag);
+        assert_eq!(
+            defaults.get(&name),
+            Some(&value),
+            "deploy/prime-server.service runs with {flag} {value}: debian/prime-server.default must set {name}={value}"
+        );
+    }
+}
+
+#[test]
+fn packaged_unit_is_at_least_as_hardened_as_the_shipped_one() {
+    if !support::have_tool("systemd-analyze") {
+        return skip(
+            "systemd-analyze is not installed (package systemd; make test installs it as root)",
+        );
+    }
+    // systemd's own exposure checks, on the files (no running systemd).
+    let report = |path: &str| -> (BTreeSet<String>, f64) {
+        let out = output(
+            Command::new("systemd-analyze")
+                .args(["security", "--offline=true", "--no-pager"])
+                .arg(Path::new(ROOT).join(path)),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let passed = text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('✓'))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        let exposure = text
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")?
+                    .1
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no overall exposure for {path}:\n{text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        (passed, exposure)
+    };
+    let (shipped_passed, shipped) = report("deploy/prime-server.service");
+    let (packaged_passed, packaged) = report("debian/prime-server.service");
+    let lost: Vec<_> = shipped_passed.difference(&packaged_passed).collect();
+    assert!(
+        lost.is_empty(),
+        "the packaged unit loses these protections of the shipped one: {lost:?}"
+    );
+    assert!(
+        packaged <= shipped,
+        "exposure {packaged} of the packaged unit is above the shipped unit's {shipped}"
+    );
+}
+
+#[test]
+fn shipped_socket_pairs_with_the_packaged_service() {
+    let root = Path::new(ROOT);
+    let packaged = root.join("debian/prime-server.socket");
+    assert_eq!(
+        std::fs::canonicalize(&packaged).expect("debian/prime-server.socket"),
+        std::fs::canonicalize(root.join("deploy/prime-server.socket"))
+            .expect("deploy/prime-server.socket"),
+        "the package must ship deploy/prime-server.socket itself"
+    );
+    let socket = Unit::read(&packaged);
+    // Same name as the service, so systemd passes the socket to it, and one
+    // stream socket, passed whole: prime-server takes the first it is given.
+    assert!(
+        socket
+            .get("Socket", "Service")
+            .is_none_or(|s| s == "prime-server.service"),
+        "the socket must activate prime-server.service"
+    );
+    assert_eq!(
+        socket.all("Socket", "ListenStream").len(),
+        1,
+        "one ListenStream"
+    );
+    assert!(
+        socket.get("Socket", "Accept").is_none_or(|a| a == "no"),
+        "Accept=no: the server takes the listening socket, not one per connection"
+    );
+}
+
+#[test]
+fn settings_file_names_only_options_the_server_has_and_each_example_works() {
+    let help = run_ok(Command::new(env!("CARGO_BIN_EXE_prime-server")).arg("--help"));
+    let known: BTreeSet<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('=').map(|(name, _)| name))
+        .collect();
+    let path = Path::new(ROOT).join("debian/prime-server.default");
+    let text = std::fs::read_to_string(&path).expect("read debian/prime-server.default");
+    // Every assignment, the commented-out examples too.
+    let mut examples = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#');
+        if let Some((name, value)) = line
+            .split_once('=')
+            .filter(|(n, _)| n.starts_with("PRIME_SERVER_"))
+        {
+            assert!(known.contains(name), "{name} in debian/prime-server.default is not an option of prime-server (see --help)");
+            examples.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    assert!(examples.len() >= 10, "too few settings found: {examples:?}");
+    // All of them at once, but the addresses and paths of this machine.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("seal.state");
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_prime-audit"))
+            .args(["keygen", "--state"])
+            .arg(&state),
+    );
+    examples.insert(
+        "PRIME_SERVER_AUDIT_SEAL".into(),
+        state.display().to_string(),
+    );
+    examples.insert("PRIME_SERVER_ADMIN_LISTEN".into(), "127.0.0.1:0".into());
+    let server = support::ServerProcess::start_with(&[], |command| {
+        command.envs(&examples);
+    });
+    // With the PROXY protocol on, a header first; keep-alive: half-close.
+    let mut request = support::proxy_v1("192.0.2.7:4000".parse().expect("addr"), server.addr);
+    request.extend_from_slice(b"17\n");
+    assert_eq!(
+        support::exchange(server.addr, &request),
+        b"T\n",
+        "{}",
+        server.stderr()
+    );
+    server.expect_stderr("sealing the audit log", IO_TIMEOUT);
+}
+
+#[test]
+fn changelog_is_for_this_version() {
+    let changelog = std::fs::read_to_string(Path::new(ROOT).join("debian/changelog"))
+        .expect("debian/changelog");
+    let first = changelog.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{PACKAGE} ({VERSION}-1) ")),
+        "debian/changelog must start with the entry for {VERSION}-1 (Cargo.toml's version): {first:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tests of the built package
+
+/// lintian tags the package may carry, each for a reason (docs/packaging.md).
+const KEPT_WARNINGS: [&str; 1] = [
+    // Not an upload to Debian: there is no ITP bug to close.
+    "initial-upload-closes-no-bugs",
+];
+
+#[test]
+fn lintian_reports_no_error() {
+    let deb = match built_package() {
+        Ok(deb) => deb,
+        Err(why) => return skip(&why),
+    };
+    if !support::have_tool("lintian") {
+        return skip("lintian is not installed (make test installs it as root)");
+    }
+    let out = output(
+        Command::new("lintian")
+            .args(["--fail-on", "error"])
+            .arg(&deb),
+    );
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "lintian {}:\n{report}{}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "lintian failed ({}): {report}",
+        out.status
+    );
+    for line in report
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+    {
+        let tag = line
+            .split(": ")
+            .nth(2)
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or(line);
+        assert!(
+            line.starts_with("W: ") && KEPT_WARNINGS.contains(&tag),
+            "lintian: {line} (fix it, or keep it in KEPT_WARNINGS with its reason)"
+        );
+    }
+}
+
+/// What the install test changed, undone on drop (also when it fails).
+#[derive(Default)]
+struct Cleanup {
+    /// The package may be installed: purge it.
+    installed: bool,
+    /// Directories that did not exist before the test.
+    directories: Vec<PathBuf>,
+    /// The system user (and its group) did not exist before the test.
+    user: Option<String>,
+}
+
+impl Cleanup {
+    fn undo(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if std::mem::take(&mut self.installed) {
+            let out = output(Command::new("dpkg").args(["--purge", PACKAGE]));
+            if !out.status.success() {
+                problems.push(format!(
+                    "dpkg --purge: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        for dir in self.directories.drain(..) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    problems.push(format!("remove {}: {e}", dir.display()));
+                }
+            }
+        }
+        if let Some(user) = self.user.take() {
+            // userdel also removes the user's own group (USERGROUPS_ENAB).
+            let out = output(Command::new("userdel").arg(&user));
+            if !out.status.success() {
+                problems.push(format!(
+                    "userdel {user}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if output(Command::new("getent").args(["group", &user]))
+                .status
+                .success()
+            {
+                let _ = output(Command::new("groupdel").arg(&user));
+            }
+        }
+        problems
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for problem in self.undo() {
+            eprintln!("cleanup: {problem}");
+        }
+    }
+}
+
+/// `getent passwd NAME`: (uid, gid, home, shell), if the user exists.
+fn passwd(name: &str) -> Option<(u32, u32, String, String)> {
+    let out = output(Command::new("getent").args(["passwd", name]));
+    if !out.status.success() {
+        return None;
+    }
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let f: Vec<&str> = line.split(':').collect();
+    assert_eq!(f.len(), 7, "getent passwd {name}: {line}");
+    Some((
+        f[2].parse().ok()?,
+        f[3].parse().ok()?,
+        f[5].to_owned(),
+        f[6].to_owned(),
+    ))
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let out = output(Command::new("getent").args(["group", name]));
+    out.status
+        .success()
+        .then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .split(':')
+                .nth(2)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten()
+}
+
+fn package_status() -> String {
+    let out = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", PACKAGE]));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The directories a unit has systemd create: (path, mode) per name of
+/// RuntimeDirectory=, StateDirectory=, CacheDirectory=, LogsDirectory= and
+/// ConfigurationDirectory=, with their *Mode= (default 0755).
+fn unit_directories(unit: &Unit) -> Vec<(PathBuf, u32)> {
+    let mut dirs = Vec::new();
+    for (kind, base) in [
+        ("RuntimeDirectory", "/run"),
+        ("StateDirectory", "/var/lib"),
+        ("CacheDirectory", "/var/cache"),
+        ("LogsDirectory", "/var/log"),
+        ("ConfigurationDirectory", "/etc"),
+    ] {
+        let mode = unit.service(&format!("{kind}Mode")).map_or(0o755, |m| {
+            u32::from_str_radix(m, 8).unwrap_or_else(|_| panic!("{kind}Mode={m} is not octal"))
+        });
+        for value in unit.all("Service", kind) {
+            for name in value.split_whitespace() {
+                dirs.push((Path::new(base).join(name), mode));
+            }
+        }
+    }
+    dirs
+}
+
+/// The service as systemd would start it, its notifications and its
+/// terminal log.
+struct Service {
+    child: Child,
+    notify: UnixDatagram,
+    notified: Vec<String>,
+    stderr: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Service {
+    /// Waits (bounded) for a `sd_notify` message containing `what`.
+    fn expect_notified(&mut self, what: &str) {
+        let until = Instant::now() + IO_TIMEOUT;
+        let mut buf = [0u8; 4096];
+        while !self.notified.iter().any(|m| m.lines().any(|l| l == what)) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let log = self.log_text();
+                panic!(
+                    "no {what} from the service within {IO_TIMEOUT:?}; got {:?}; log:\n{log}",
+                    self.notified
+                );
+            }
+            self.notify
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .expect("timeout");
+            match self.notify.recv(&mut buf) {
+                Ok(n) => self
+                    .notified
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if let Some(status) = self.child.try_wait().expect("try_wait") {
+                        panic!(
+                            "the service exited ({status}) before {what}; log:\n{}",
+                            self.log_text()
+                        );
+                    }
+                }
+                Err(e) => panic!("notify socket: {e}"),
+            }
+        }
+    }
+
+    /// Waits (bounded) until the terminal log has a line containing `needle`.
+    fn expect_log(&mut self, needle: &str) {
+        let until = Instant::now() + IO_TIMEOUT;
+        while !self.log.iter().any(|l| l.contains(needle)) {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => panic!(
+                    "no {needle:?} in the service's log within {IO_TIMEOUT:?}:\n{}",
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    fn log_text(&mut self) -> String {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    /// Sends `signal` (the unit's KillSignal) and returns the exit code,
+    /// failing if the exit takes longer than `within`.
+    fn stop(mut self, signal: i32, within: Duration) -> (Option<i32>, Vec<String>) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        let sent = Instant::now();
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+        self.expect_notified("STOPPING=1");
+        let until = Instant::now() + IO_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!(
+                    "the service did not exit within {IO_TIMEOUT:?} of signal {signal}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = sent.elapsed();
+        let log = self.log_text();
+        assert!(
+            took <= within,
+            "the service took {took:?} to exit after signal {signal}, more than {within:?}:\n{log}"
+        );
+        (status.code(), log.lines().map(str::to_owned).collect())
+    }
+}
+
+/// Starts `argv` the way systemd starts the unit's ExecStart: environment
+/// `env` only, in `/`, as `uid`/`gid` with no supplementary groups, the
+/// unit's UMask, stdin from /dev/null, and NOTIFY_SOCKET set.
+fn start_service(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    uid: u32,
+    gid: u32,
+    umask: u32,
+    notify_dir: &Path,
+) -> Service {
+    let notify_path = notify_dir.join("notify");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    // The service's user must be able to send to it.
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777))
+        .expect("chmod notify socket");
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: umask(2) is async-signal-safe and cannot fail.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {argv:?}: {e}"));
+    let pipe = child.stderr.take().expect("stderr piped");
+    let (send, stderr) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Service {
+        child,
+        notify,
+        notified: Vec::new(),
+        stderr,
+        log: Vec::new(),
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // Only a failing test leaves it running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released).
+fn free_addr() -> SocketAddr {
+    support::unused_addr()
+}
+
+#[test]
+fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
+    if !is_root() {
+        return skip("installing the package needs root (CI runs as root)");
+    }
+    let deb = match built_package() {
+        Ok(deb) => deb,
+        Err(why) => return skip(&why),
+    };
+    for tool in [
+        "dpkg",
+        "dpkg-query",
+        "getent",
+        "userdel",
+        "systemd-analyze",
+        "systemd-socket-activate",
+    ] {
+        if !support::have_tool(tool) {
+            return skip(&format!("{tool} is not installed (systemd-analyze and systemd-socket-activate: package systemd)"));
+        }
+    }
+    // Never touch a real installation or its evidence.
+    let status = package_status();
+    if !status.is_empty() && status != "unknown ok not-installed" {
+        return skip(&format!(
+            "{PACKAGE} is already on this machine ({status}); this test installs and purges it"
+        ));
+    }
+    let source = source_unit();
+    for (dir, _) in unit_directories(&source) {
+        if dir.exists() {
+            return skip(&format!(
+                "{} exists already; this test would mix its files with it",
+                dir.display()
+            ));
+        }
+    }
+    let user = source.require("User").to_owned();
+    let user_existed = passwd(&user).is_some();
+    let mut cleanup = Cleanup::default();
+    cleanup.user = (!user_existed).then(|| user.clone());
+
+    // Install.
+    cleanup.installed = true;
+    run_ok(Command::new("dpkg").arg("-i").arg(&deb));
+    assert_eq!(package_status(), "install ok installed");
+
+    // The files.
+    let listed = run_ok(Command::new("dpkg").args(["-L", PACKAGE]));
+    let mut expected: Vec<String> = BINARIES.iter().map(|b| format!("/usr/bin/{b}")).collect();
+    expected.extend(
+        BINARIES
+            .iter()
+            .map(|b| format!("/usr/share/man/man1/{b}.1.gz")),
+    );
+    expected.extend(
+        [
+            "/usr/lib/systemd/system/prime-server.service",
+            "/usr/lib/systemd/system/prime-server.socket",
+            "/etc/default/prime-server",
+            "/etc/logrotate.d/prime-server",
+            "/usr/share/doc/prime-server/copyright",
+            "/usr/share/doc/prime-server/changelog.Debian.gz",
+        ]
+        .map(String::from),
+    );
+    for file in &expected {
+        assert!(
+            listed.lines().any(|l| l == file),
+            "the package lacks {file}:\n{listed}"
+        );
+        assert!(
+            Path::new(file).is_file(),
+            "{file} is not on disk after dpkg -i"
+        );
+    }
+    for binary in BINARIES {
+        let version = run_ok(Command::new(format!("/usr/bin/{binary}")).arg("--version"));
+        assert_eq!(version.trim(), format!("{binary} {VERSION}"));
+    }
+    let conffiles = run_ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", PACKAGE]));
+    for conffile in ["/etc/default/prime-server", "/etc/logrotate.d/prime-server"] {
+        assert!(
+            conffiles.contains(conffile),
+            "{conffile} is not a conffile: {conffiles}"
+        );
+    }
+    // The installed units are what systemd would load.
+    let unit_path = Path::new(UNIT_DIR).join("prime-server.service");
+    let socket_path = Path::new(UNIT_DIR).join("prime-server.socket");
+    let mut verify = Command::new("systemd-analyze");
+    verify.arg("verify");
+    if !support::have_tool("man") {
+        verify.arg("--man=no");
+    }
+    let verified = output(verify.arg(&unit_path).arg(&socket_path));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(
+        verified.status.success() && !said.contains("prime-server"),
+        "systemd-analyze verify:\n{said}"
+    );
+    let unit = Unit::read(&unit_path);
+    assert!(
+        Path::new("/etc/systemd/system/multi-user.target.wants/prime-server.service").exists(),
+        "dpkg -i must enable the service"
+    );
+    assert!(
+        !Path::new("/etc/systemd/system/sockets.target.wants/prime-server.socket").exists(),
+        "dpkg -i must leave the socket disabled"
+    );
+
+    // The user the unit runs as: a system user the package made, which
+    // cannot log in.
+    assert_ne!(
+        unit.service("DynamicUser"),
+        Some("yes"),
+        "this test runs units with User="
+    );
+    let (uid, user_gid, home, shell) = passwd(unit.require("User"))
+        .unwrap_or_else(|| panic!("dpkg -i did not create the user {}", unit.require("User")));
+    let gid = group_id(unit.require("Group")).expect("the unit's Group= exists");
+    assert_eq!(
+        user_gid, gid,
+        "the user's primary group is the unit's Group="
+    );
+    assert!(
+        (1..1000).contains(&uid),
+        "{} is not a system user (uid {uid})",
+        unit.require("User")
+    );
+    assert!(
+        shell.ends_with("nologin") || shell.ends_with("false"),
+        "the user has a login shell: {shell}"
+    );
+
+    // The directories, as systemd makes them at start: owned by the user,
+    // with the unit's modes.
+    for (dir, mode) in unit_directories(&unit) {
+        cleanup.directories.push(dir.clone());
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let writable: Vec<PathBuf> = unit_directories(&unit)
+        .into_iter()
+        .map(|(dir, _)| dir)
+        .collect();
+    let logs_dir = Path::new("/var/log").join(unit.service("LogsDirectory").unwrap_or_default());
+
+    // The environment systemd gives the service: its own variables, the
+    // EnvironmentFile, Environment=, and the addresses this test needs.
+    let mut env: BTreeMap<String, String> = [
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("LANG", "C.UTF-8"),
+        ("USER", unit.require("User")),
+        ("LOGNAME", unit.require("User")),
+        ("HOME", &home),
+        ("SHELL", &shell),
+        ("LOGS_DIRECTORY", logs_dir.to_str().expect("path")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if unit.service("LogsDirectory").is_none() {
+        env.remove("LOGS_DIRECTORY");
+    }
+    if let Some(state) = unit.service("StateDirectory") {
+        env.insert("STATE_DIRECTORY".into(), format!("/var/lib/{state}"));
+    }
+    if let Some(watchdog) = unit.service("WatchdogSec") {
+        let seconds: u64 = watchdog.parse().expect("WatchdogSec in seconds");
+        env.insert("WATCHDOG_USEC".into(), (seconds * 1_000_000).to_string());
+    }
+    for file in unit.all("Service", "EnvironmentFile") {
+        let (optional, file) = file.strip_prefix('-').map_or((false, file), |f| (true, f));
+        if optional && !Path::new(file).exists() {
+            continue;
+        }
+        env.extend(read_env_file(Path::new(file)));
+    }
+    for assignment in unit.all("Service", "Environment") {
+        for pair in assignment.split_whitespace() {
+            let (k, v) = pair
+                .trim_matches('"')
+                .split_once('=')
+                .expect("Environment=KEY=VALUE");
+            env.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    let audit_log = PathBuf::from(
+        env.get("PRIME_SERVER_AUDIT_LOG")
+            .expect("the settings name the audit log"),
+    );
+    assert!(
+        audit_log.parent() == Some(logs_dir.as_path()) && writable.contains(&logs_dir),
+        "the audit log {} is not in a LogsDirectory= of the unit (those systemd creates: {writable:?}); \
+         the server could not create it, and ProtectSystem=strict makes the rest read-only",
+        audit_log.display()
+    );
+    let listen = free_addr();
+    let admin = free_addr();
+    env.insert("PRIME_SERVER_LISTEN".into(), listen.to_string());
+    env.insert("PRIME_SERVER_ADMIN_LISTEN".into(), admin.to_string());
+    let argv = exec_argv(unit.require("ExecStart"), &env);
+    assert_eq!(
+        unit.service("KillSignal").unwrap_or("SIGTERM"),
+        "SIGTERM",
+        "the test stops the service with SIGTERM"
+    );
+    let signal = libc::SIGTERM;
+    // With nothing in flight a stop is immediate; what the unit promises at
+    // most is --shutdown-timeout (10 s unless the settings change it).
+    let stop_within =
+        env.get("PRIME_SERVER_SHUTDOWN_TIMEOUT")
+            .map_or(Duration::from_secs(10), |t| {
+                Duration::from_secs(
+                    t.trim_end_matches('s')
+                        .parse()
+                        .expect("PRIME_SERVER_SHUTDOWN_TIMEOUT in whole seconds"),
+                )
+            });
+    let umask = unit
+        .service("UMask")
+        .map_or(0o022, |m| u32::from_str_radix(m, 8).expect("octal UMask"));
+    let notify_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(notify_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+
+    // Run it, ask, find the audit line, stop it.
+    let mut service = start_service(&argv, &env, uid, gid, umask, notify_dir.path());
+    service.expect_notified("READY=1");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", service.child.id()))
+        .expect("/proc status");
+    let uids = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
+    assert!(
+        uids.split_whitespace()
+            .skip(1)
+            .all(|u| u == uid.to_string()),
+        "the service does not run as uid {uid}: {uids}"
+    );
+    assert_eq!(support::ask(listen, "17"), "T\n", "{}", service.log_text());
+    let (code, body) = support::http_get(admin, "/readyz");
+    assert_eq!(code, 200, "/readyz on the admin address: {body}");
+    let audited = support::wait_until(IO_TIMEOUT, || {
+        support::read_lines(&audit_log)
+            .iter()
+            .any(|l| l.contains(" T '17'"))
+    });
+    assert!(
+        audited,
+        "no audit line for 17 in {}: {:?}",
+        audit_log.display(),
+        support::read_lines(&audit_log)
+    );
+    let meta = std::fs::metadata(&audit_log).expect("audit log");
+    assert_eq!(
+        meta.uid(),
+        uid,
+        "the audit log belongs to the service's user"
+    );
+    assert_eq!(
+        meta.mode() & umask,
+        0,
+        "the audit log's mode {:o} ignores UMask={umask:o}",
+        meta.mode()
+    );
+    let (code, log) = service.stop(signal, stop_within);
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM must stop the service with status 0:\n{}",
+        log.join("\n")
+    );
+
+    // The packaged socket, as systemd would pass it: the server answers on
+    // the socket's address, not PRIME_SERVER_LISTEN's.
+    let socket = Unit::read(&socket_path);
+    assert_eq!(
+        socket.all("Socket", "ListenStream").len(),
+        1,
+        "one ListenStream"
+    );
+    let passed = free_addr();
+    let ignored = free_addr();
+    env.insert("PRIME_SERVER_LISTEN".into(), ignored.to_string());
+    env.insert("PRIME_SERVER_ADMIN_LISTEN".into(), free_addr().to_string());
+    // It hands the program only the variables named with -E (values from
+    // its own environment), as systemd hands the unit's.
+    let mut activated = vec![
+        "/usr/bin/systemd-socket-activate".to_owned(),
+        "-l".to_owned(),
+        passed.to_string(),
+    ];
+    activated.extend(
+        env.keys()
+            .chain(["NOTIFY_SOCKET".to_owned()].iter())
+            .map(|k| format!("-E{k}")),
+    );
+    activated.extend(argv.iter().cloned());
+    let mut service = start_service(&activated, &env, uid, gid, umask, notify_dir.path());
+    // systemd-socket-activate starts the server at the first connection.
+    service.expect_log("Listening on");
+    assert_eq!(support::ask(passed, "17"), "T\n", "{}", service.log_text());
+    service.expect_notified("READY=1");
+    service.expect_log("using the listening socket passed by systemd");
+    assert!(
+        std::net::TcpStream::connect(ignored).is_err(),
+        "PRIME_SERVER_LISTEN must be ignored under socket activation"
+    );
+    let (code, log) = service.stop(signal, stop_within);
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM must stop the socket-activated service with status 0:\n{}",
+        log.join("\n")
+    );
+    let answered = support::read_lines(&audit_log)
+        .iter()
+        .filter(|l| l.contains(" T '17'"))
+        .count();
+    assert_eq!(answered, 2, "one audit line per run");
+
+    // Remove: the programs go, the audit log stays.
+    run_ok(Command::new("dpkg").args(["--remove", PACKAGE]));
+    assert!(
+        !Path::new("/usr/bin/prime-server").exists(),
+        "dpkg --remove left /usr/bin/prime-server"
+    );
+    assert_eq!(
+        support::read_lines(&audit_log).len(),
+        2,
+        "dpkg --remove must keep the audit log"
+    );
+    // Purge: the settings go; the audit log, its owner and the state stay,
+    // and purge says so.
+    let purged = run_ok(Command::new("dpkg").args(["--purge", PACKAGE]));
+    cleanup.installed = false;
+    assert!(
+        purged.contains("purge keeps") && purged.contains(logs_dir.to_str().expect("path")),
+        "dpkg --purge must say what it keeps:\n{purged}"
+    );
+    assert_eq!(
+        support::read_lines(&audit_log).len(),
+        2,
+        "dpkg --purge must keep the audit log"
+    );
+    assert!(
+        passwd(&user).is_some(),
+        "purge must keep the user that owns the audit log"
+    );
+    assert!(
+        !Path::new("/etc/default/prime-server").exists(),
+        "purge leaves /etc/default/prime-server"
+    );
+    assert!(
+        !Path::new("/etc/systemd/system/multi-user.target.wants/prime-server.service").exists(),
+        "purge leaves the service enabled"
+    );
+
+    // Leave the machine as it was.
+    let problems = cleanup.undo();
+    assert!(problems.is_empty(), "cleanup: {problems:?}");
+    assert_eq!(
+        passwd(&user).is_some(),
+        user_existed,
+        "the user {user} is not as it was before the test"
+    );
+    let status = package_status();
+    assert!(
+        status.is_empty() || status == "unknown ok not-installed",
+        "{PACKAGE} is still known to dpkg: {status}"
+    );
+}
