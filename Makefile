@@ -20,8 +20,9 @@ build: deps
 run: deps
 	$(CARGO) run --release --bin prime-server -- $(ARGS)
 
-## test: unit, integration and doc tests of both packages (the bench's smoke
-## run included), criterion once per case, then a short run of each fuzz
+## test: unit, integration and doc tests of the workspace (the bench's smoke
+## run and test-support's own unit tests included), criterion once per
+## case, then a short run of each fuzz
 ## target (FUZZ_TEST_SECONDS each). On CI (CI=true) every tool a test needs
 ## is installed or the run fails, so no test can skip there; locally a
 ## missing tool makes its tests skip, loudly.

@@ -1,15 +1,18 @@
 //! The real binaries as a user runs them: flags, exit statuses, start-up
 //! failures, graceful and forced shutdown, and `prime-client`.
 
-mod support;
-
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use support::{
-    ask, audited_answers, connect, connect_sending, read_to_close, reply_for, under_load,
-    unused_addr, wait_until, ServerProcess, IO_TIMEOUT,
+use test_support::{
+    audit::{audited_answers, parse_audit},
+    io::{
+        ask, connect, connect_sending, read_to_close, reply_for, try_connect_from, under_load,
+        unused_addr, wait_until, IO_TIMEOUT,
+    },
+    process::ServerProcess,
+    tools::skip,
 };
 
 /// Runs a binary to completion with a bounded wait and no stdin.
@@ -438,8 +441,7 @@ fn the_per_address_flags_cap_connections_and_rate() {
     let server =
         ServerProcess::start(&["--max-connections-per-ip", "1", "--request-timeout", "20s"]);
     let from = |last: u8| {
-        support::try_connect_from(std::net::IpAddr::from([127, 0, 4, last]), server.addr)
-            .expect("connect")
+        try_connect_from(std::net::IpAddr::from([127, 0, 4, last]), server.addr).expect("connect")
     };
     let mut held = from(1);
     held.write_all(b"1").unwrap();
@@ -481,7 +483,7 @@ fn the_per_address_flags_cap_connections_and_rate() {
 fn listening_on_the_ipv6_any_address_serves_ipv6_clients() {
     // docs/operations.md#running-it: IPv6 works; `[::]` binds IPv6.
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        return support::skip("this machine has no IPv6 loopback");
+        return skip("this machine has no IPv6 loopback");
     }
     let server = ServerProcess::start(&["--listen", "[::]:0"]);
     assert!(
@@ -493,7 +495,7 @@ fn listening_on_the_ipv6_any_address_serves_ipv6_clients() {
     assert_eq!(ask(loopback, "17"), "T\n");
     let lines = server.audit_lines();
     assert!(
-        support::parse_audit(&lines[0]).peer.starts_with("[::1]:"),
+        parse_audit(&lines[0]).peer.starts_with("[::1]:"),
         "{lines:?}"
     );
 }

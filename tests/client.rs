@@ -2,8 +2,6 @@
 //! `127.0.0.1:0`: answers shown as they arrive in keep-alive mode, timeouts
 //! reported in words, and exit statuses.
 
-mod support;
-
 use prime_server::client::{ask_pipelined, Exchange};
 use prime_server::prime::Verdict;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,7 +10,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::{TestServer, IO_TIMEOUT};
+use test_support::{io::IO_TIMEOUT, server::TestServer};
 
 /// A keep-alive server in this process, answering any number of lines.
 fn keep_alive_server(max_lines: u64) -> TestServer {

@@ -3,9 +3,8 @@
 //! anything. (Restarting real instances behind a real HAProxy under load
 //! is `tests/scale_out.rs`.)
 
-mod support;
-
 use std::process::{Command, Output};
+use test_support::tools::skip;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -18,7 +17,7 @@ fn haproxy() -> Option<&'static str> {
 #[test]
 fn haproxy_accepts_the_example_config() {
     let Some(haproxy) = haproxy() else {
-        return support::skip("haproxy is not installed (make test installs it with apt-get)");
+        return skip("haproxy is not installed (make test installs it with apt-get)");
     };
     let out = Command::new(haproxy)
         .args(["-c", "-f", &format!("{ROOT}/deploy/haproxy.cfg")])

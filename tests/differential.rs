@@ -4,11 +4,10 @@
 //! 4300-digit limit) the test skips loudly, and on CI (`CI` set) it fails:
 //! `make test` installs python3.
 
-mod support;
-
 use prime_server::prime::{parse_int, MAX_DIGITS};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use test_support::tools::skip;
 
 /// Reads hex-encoded lines, answers `OK <canonical>` or `ERR` per line.
 const PYTHON: &str = r#"
@@ -155,7 +154,7 @@ fn parser_agrees_with_pythons_int() {
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            return support::skip(&format!(
+            return skip(&format!(
                 "python3 cannot be run ({e}); make test installs it"
             ))
         }
@@ -167,7 +166,7 @@ fn parser_agrees_with_pythons_int() {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("set_int_max_str_digits") {
-            return support::skip("python3 is older than 3.11 (no 4300-digit limit to compare)");
+            return skip("python3 is older than 3.11 (no 4300-digit limit to compare)");
         }
         panic!("python3 failed: {stderr}");
     }

@@ -3,12 +3,15 @@
 //! audit log write fails. Needs root to mount a tmpfs (as on CI); elsewhere it
 //! skips loudly.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{audited_answers, parse_audit, skip, try_ask, wait_until, ServerProcess, IO_TIMEOUT};
+use test_support::{
+    audit::{audited_answers, parse_audit},
+    io::{try_ask, wait_until, IO_TIMEOUT},
+    process::ServerProcess,
+    tools::skip,
+};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {

@@ -5,16 +5,16 @@
 //! clients, rate limit, stopping, terminal log. Loopback only; every wait is
 //! bounded.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{
-    ask, audited_answers, connect, connect_sending, read_lines, reply_for, wait_until,
-    ServerProcess, TestServer, IO_TIMEOUT,
+use test_support::{
+    audit::{audited_answers, read_lines},
+    io::{ask, connect, connect_sending, reply_for, wait_until, IO_TIMEOUT},
+    process::ServerProcess,
+    server::TestServer,
 };
 
 /// 2^11213 - 1, a Mersenne prime of 3376 digits: a heavy test (about half

@@ -3,13 +3,16 @@
 //! each, idle and per-line deadlines, echo with concurrent clients, JSON log
 //! records, and client output formats and exit statuses.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{connect, parse_audit, read_to_close, reply_for, ServerProcess, TestServer};
+use test_support::{
+    audit::parse_audit,
+    io::{ask, connect, read_to_close, reply_for},
+    process::ServerProcess,
+    server::TestServer,
+};
 
 fn keep_alive_server(max_lines: u64) -> TestServer {
     TestServer::start_with(|c| {
@@ -230,7 +233,7 @@ fn json_log_format_is_json_line_by_line_with_the_same_keys() {
     // debug: one JSON object per record.
     let mut server = ServerProcess::start(&["--log-format", "json", "--log-level", "debug"]);
     for line in ["17", "\x1b[31mred"] {
-        assert_eq!(support::ask(server.addr, line).len(), 2);
+        assert_eq!(ask(server.addr, line).len(), 2);
     }
     server.signal(libc::SIGINT);
     assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(0));

@@ -5,16 +5,16 @@
 //! docs/audit-integrity.md#rotation and #durability. Loopback only; every wait
 //! is bounded.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
-use support::{
-    ask, connect, have_tool, metric, read_lines, read_to_close, skip, try_ask, under_load,
-    wait_until, ServerProcess, IO_TIMEOUT,
+use test_support::{
+    audit::{audited_answers, parse_audit, read_lines},
+    io::{ask, connect, metric, read_to_close, try_ask, under_load, wait_until, IO_TIMEOUT},
+    process::ServerProcess,
+    tools::{have_tool, skip},
 };
 
 const ADMIN: [&str; 2] = ["--admin-listen", "127.0.0.1:0"];
@@ -141,12 +141,12 @@ fn sighup_reopens_the_audit_log_under_load_without_losing_a_line() {
     all.extend(server.audit_lines());
     let mut seen = HashMap::new();
     for line in &all {
-        let record = support::parse_audit(line);
+        let record = parse_audit(line);
         assert!(record.phrase.ends_with("prime number"), "torn: {line:?}");
         *seen.entry(line.clone()).or_insert(0) += 1;
     }
     assert!(seen.values().all(|&n| n == 1), "a line was written twice");
-    let audited = support::audited_answers(&all);
+    let audited = audited_answers(&all);
     assert_eq!(
         audited.len(),
         received.len(),
@@ -228,7 +228,7 @@ fn the_shipped_logrotate_config_rotates_without_loss() {
             all.extend(read_lines(&path));
         }
     }
-    let audited = support::audited_answers(&all);
+    let audited = audited_answers(&all);
     for answer in &received {
         assert!(
             audited.contains(answer),

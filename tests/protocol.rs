@@ -3,10 +3,13 @@
 //! 127.0.0.1:0: line framing, Python's `int()` grammar, the three replies,
 //! the audit line format and its escaping.
 
-mod support;
-
 use std::io::Write;
-use support::{ask, ask_line, connect, exchange, parse_audit, read_to_close, TestServer};
+use test_support::{
+    audit::parse_audit,
+    io::{ask, ask_line, connect, exchange, read_to_close},
+    server::TestServer,
+    tools::skip,
+};
 
 #[test]
 fn seed_clients_eight_numbers() {
@@ -290,7 +293,7 @@ fn ipv6_loopback_works_where_available() {
     // docs/operations.md#running-it, --listen: IPv6 works ([::1]).
     let listener = match std::net::TcpListener::bind("[::1]:0") {
         Ok(listener) => listener,
-        Err(e) => return support::skip(&format!("this machine has no IPv6 loopback: {e}")),
+        Err(e) => return skip(&format!("this machine has no IPv6 loopback: {e}")),
     };
     let server = TestServer::start_on(listener, |_| {});
     assert!(server.addr.is_ipv6());

@@ -6,14 +6,15 @@
 //! address, and the echo server taking the same option.
 //! docs/operations.md#scaling-out. Loopback only; every wait is bounded.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown as Half, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::{
-    connect, connect_sending, parse_audit, proxy_v1, proxy_v2, proxy_v2_local, read_to_close,
-    server_read, try_connect_from, wait_until, ServerProcess, IO_TIMEOUT,
+use test_support::{
+    audit::parse_audit,
+    io::{connect, connect_sending, read_to_close, try_connect_from, wait_until, IO_TIMEOUT},
+    process::ServerProcess,
+    proxy::{proxy_v1, proxy_v2, proxy_v2_local},
+    sock_diag::server_read,
 };
 
 const PROXIED: [&str; 3] = ["--proxy-protocol", "--admin-listen", "127.0.0.1:0"];

@@ -3,8 +3,6 @@
 //! panics, heavy numbers, kill -9, shutdown under load, pipelined junk,
 //! log rotation and log injection. Loopback only; every loop is bounded.
 
-mod support;
-
 use prime_server::net::CoreMetrics;
 use prime_server::net::Liveness;
 use prime_server::net::Shutdown;
@@ -17,10 +15,15 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{
-    accept_queue, ask, ask_line, audited_answers, capture_logger, connect, connect_sending,
-    parse_audit, read_to_close, server_side_state, under_load, wait_until, ServerProcess,
-    TestServer, IO_TIMEOUT,
+use test_support::{
+    audit::{audited_answers, parse_audit},
+    io::{
+        ask, ask_line, connect, connect_sending, read_to_close, under_load, wait_until, IO_TIMEOUT,
+    },
+    process::ServerProcess,
+    server::{capture_logger, TestServer},
+    sock_diag::{accept_queue, server_side_state},
+    tools::skip,
 };
 
 #[test]
@@ -371,7 +374,7 @@ fn silent_clients_stay_in_the_kernel_until_they_send() {
     // data arrives, so the server never even accepts them; `--no-defer-accept`
     // turns that off.
     if !cfg!(target_os = "linux") {
-        return support::skip("TCP_DEFER_ACCEPT is Linux-only");
+        return skip("TCP_DEFER_ACCEPT is Linux-only");
     }
     for (flags, silent_accepted) in [(&[][..], 0.0), (&["--no-defer-accept"][..], 5.0)] {
         let mut args = vec!["--admin-listen", "127.0.0.1:0"];
@@ -671,7 +674,7 @@ fn a_stop_serves_at_most_4096_connections_from_the_backlog() {
         .unwrap_or(0);
     let limit = prime_server::net::SHUTDOWN_DRAIN_LIMIT;
     if somaxconn < limit {
-        return support::skip(&format!(
+        return skip(&format!(
             "net.core.somaxconn is {somaxconn}: the kernel cannot queue more than {limit} connections"
         ));
     }

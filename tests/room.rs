@@ -4,14 +4,16 @@
 //! clients that send a byte and stall, idle keep-alive clients, slow reader,
 //! stop. Loopback only; every wait is bounded.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-use support::{
-    ask, connect, connect_sending, metric, read_to_close, wait_until, ServerProcess, TestServer,
-    IO_TIMEOUT,
+use test_support::{
+    io::{
+        ask, closed_by_server, connect, connect_sending, metric, read_to_close, wait_until,
+        IO_TIMEOUT,
+    },
+    process::ServerProcess,
+    server::TestServer,
 };
 
 /// A client socket bound to `source` (another 127.0.0.0/8 address).
@@ -168,7 +170,7 @@ fn a_client_that_does_not_read_holds_no_worker() {
         .expect("the hog should have been cut off");
     // Cut by the server (not by the test's own write timeout), once its
     // replies had waited the write timeout, not the default's 5 s.
-    assert!(support::closed_by_server(&error), "{error}");
+    assert!(closed_by_server(&error), "{error}");
     assert!(after >= Duration::from_secs(2), "cut after {after:?}");
     assert!(after < Duration::from_millis(4_500), "cut after {after:?}");
     server.expect_stderr("client did not read its replies in time", IO_TIMEOUT);

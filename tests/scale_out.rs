@@ -10,8 +10,6 @@
 //! CI) without `haproxy` or `socat`, which `make test` installs. Every wait is
 //! bounded.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -20,8 +18,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{
-    haproxy, parse_audit, read_lines, skip, try_connect_from, wait_until, ServerProcess,
+use test_support::{
+    audit::{parse_audit, read_lines},
+    haproxy,
+    io::{try_connect_from, wait_until},
+    process::ServerProcess,
+    tools::{find_tool, skip},
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -236,11 +238,11 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn three_instances_behind_haproxy_survive_a_rolling_restart_under_load() {
-    let Some(haproxy_bin) = haproxy::find_tool("haproxy") else {
+    let Some(haproxy_bin) = find_tool("haproxy") else {
         skip("haproxy is not installed (make test installs it with apt-get where it can)");
         return;
     };
-    if haproxy::find_tool("socat").is_none() {
+    if find_tool("socat").is_none() {
         skip("socat is not installed; deploy/rolling-restart.sh needs it (make test installs it)");
         return;
     }

@@ -6,12 +6,13 @@
 //! (tests/audit_seal.rs drives the same machinery as a library, with every
 //! rule of the format.)
 
-mod support;
-
 use prime_server::audit::seal::{seal_path, Sealer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::{ask, reply_for, wait_until, ServerProcess, IO_TIMEOUT};
+use test_support::{
+    io::{ask, reply_for, wait_until, IO_TIMEOUT},
+    process::ServerProcess,
+};
 
 /// Runs `prime-audit` with `args`.
 fn prime_audit(args: &[&str]) -> Output {

@@ -13,13 +13,15 @@
 //! It prints requests sent, replies received, audit lines, mismatches, torn
 //! lines and peak RSS, and fails on any mismatch or torn line.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::{parse_audit, reply_for, ServerProcess};
+use test_support::{
+    audit::parse_audit,
+    io::{ask, reply_for, wait_until, IO_TIMEOUT},
+    process::ServerProcess,
+};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -128,13 +130,13 @@ fn honest_latency_behind(idle: usize, stalled: usize, extra: &[&str]) -> Duratio
             0
         };
     assert!(
-        support::wait_until(support::IO_TIMEOUT, || server
+        wait_until(IO_TIMEOUT, || server
             .metric("prime_server_connections_waiting")
             == held as f64),
         "the server should hold {held} clients"
     );
     let started = Instant::now();
-    let reply = support::ask(server.addr, "17");
+    let reply = ask(server.addr, "17");
     assert_eq!(reply, "T\n");
     started.elapsed()
 }
@@ -182,10 +184,7 @@ fn soak() {
         }
         // Signal once this load is going.
         let before = server.audit_lines().len();
-        assert!(support::wait_until(support::IO_TIMEOUT, || server
-            .audit_lines()
-            .len()
-            >= before + 50));
+        assert!(wait_until(IO_TIMEOUT, || server.audit_lines().len() >= before + 50));
         server.signal(libc::SIGINT);
         let status = server.wait(Duration::from_secs(30));
         stop.store(true, Ordering::Relaxed);

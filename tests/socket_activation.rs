@@ -6,15 +6,16 @@
 //! The test plays systemd: it binds the socket, keeps it open across the
 //! restart, and hands it to each process.
 
-mod support;
-
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
-use support::{ask, read_to_close, ServerProcess};
+use test_support::{
+    io::{ask, read_to_close},
+    process::ServerProcess,
+};
 
 /// The descriptor systemd passes first.
 const SD_LISTEN_FDS_START: i32 = 3;

@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The harness the scale-out test uses too: the configuration derived from
-/// the shipped file, the start on descriptor 3, the runtime API.
-#[path = "../../tests/support/haproxy.rs"]
-mod harness;
+// The harness the scale-out test uses too: the configuration derived from
+// the shipped file, the start on descriptor 3, the runtime API.
+use test_support::haproxy as harness;
 
 /// Longest HAProxy may take to start and see every instance healthy (its
 /// checks run every second and need two successes).
@@ -29,7 +28,7 @@ const MAXCONN: u32 = 1000;
 
 /// `haproxy` on the PATH or in /usr/sbin, /sbin.
 pub fn find() -> Option<PathBuf> {
-    harness::find_tool("haproxy")
+    test_support::tools::find_tool("haproxy")
 }
 
 /// The shipped configuration, `deploy/haproxy.cfg` at the workspace root.
@@ -171,21 +170,5 @@ mod tests {
             assert!(cfg.contains(line), "lost {line:?}");
         }
         assert!(config("global\n", Path::new("/s"), &instances).is_err());
-    }
-
-    #[test]
-    fn check_statuses_are_read_from_show_stat() {
-        let csv = "# pxname,svname,qcur,check_status,status\n\
-            prime,FRONTEND,,,OPEN\n\
-            prime_servers,p1,0,L7OK,UP\n\
-            prime_servers,p2,0,L4CON,DOWN\n\
-            prime_servers,BACKEND,0,,UP\n\
-            other,p9,0,L7OK,UP\n";
-        let statuses = harness::statuses_in(csv);
-        assert_eq!(
-            statuses,
-            [("p1".into(), "L7OK".into()), ("p2".into(), "L4CON".into())]
-        );
-        assert!(harness::statuses_in("").is_empty());
     }
 }

@@ -11,63 +11,9 @@
 //! beside `prime-bench`; `cargo test --workspace` (what `make test` runs)
 //! builds them all.
 
-use prime_server::net::Shutdown;
-use prime_server::ops::{discard, Server, Summary};
-use prime_server::prime::{Config, PrimeService, PrimeSummary};
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
-use std::thread::JoinHandle;
-
-/// A prime-server inside the test process on `127.0.0.1:0`, stopped (and
-/// joined) when dropped so a failing test cannot leave it running.
-struct InProcessServer {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    thread: Option<JoinHandle<Summary<PrimeSummary>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl InProcessServer {
-    fn start() -> InProcessServer {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = Config {
-            audit_log: dir.path().join("prime_server.log"),
-            ..Config::default()
-        };
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let log = discard();
-            let service = PrimeService::open(&config, &log).unwrap();
-            Server::open(service, &config.server, &log)
-                .run(listener, stop)
-                .unwrap()
-        });
-        InProcessServer {
-            addr,
-            shutdown,
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-
-    fn stop(mut self) -> Summary<PrimeSummary> {
-        self.shutdown.request();
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for InProcessServer {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.shutdown.request();
-            let _ = thread.join();
-        }
-    }
-}
+use test_support::server::TestServer;
 
 /// The markdown tables of a report: each is a header line of cells and its
 /// rows, split on `|` and trimmed.
@@ -320,7 +266,7 @@ fn behaviour_tables_hold(report: &str) {
 #[test]
 fn bench_load_checks_replies_against_a_running_server() {
     for generator in ["evented", "threads"] {
-        let server = InProcessServer::start();
+        let server = TestServer::start();
         let run = Command::new(env!("CARGO_BIN_EXE_prime-bench"))
             .args([
                 "load",

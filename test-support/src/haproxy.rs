@@ -1,11 +1,11 @@
 //! HAProxy as `deploy/haproxy.cfg` ships it, for the scale-out test
-//! (`tests/scale_out.rs`, as `support::haproxy`) and for prime-bench's
-//! HAProxy table (`bench/src/haproxy.rs` includes this file by path): one
-//! harness, so the deployment the bench measures is the one the test
-//! checks. The configuration is the shipped file with only its addresses
-//! and connection limit changed; HAProxy runs in the foreground on a
-//! listening socket passed as descriptor 3 (`bind fd@3`), so the caller
-//! knows the frontend's ephemeral port before HAProxy starts.
+//! (`tests/scale_out.rs`) and for prime-bench's HAProxy table
+//! (`bench/src/haproxy.rs`): one harness, so the deployment the bench
+//! measures is the one the test checks. The configuration is the shipped
+//! file with only its addresses and connection limit changed; HAProxy runs
+//! in the foreground on a listening socket passed as descriptor 3
+//! (`bind fd@3`), so the caller knows the frontend's ephemeral port before
+//! HAProxy starts. [`find_tool`](crate::tools::find_tool) finds `haproxy`.
 
 use anyhow::bail;
 use std::io::{Read, Write};
@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,16 +22,6 @@ use std::time::Duration;
 pub const BACKEND: &str = "prime_servers";
 /// The descriptor HAProxy finds its listening socket on (`bind fd@3`).
 const LISTEN_FD: i32 = 3;
-
-/// `tool` on the PATH or in /usr/sbin, /sbin (where Debian puts haproxy,
-/// and which a non-root PATH often lacks).
-pub fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
 
 /// `shipped` (the text of `deploy/haproxy.cfg`) with only its addresses
 /// changed: the stats socket at `socket`, the frontend on the inherited
@@ -138,7 +128,7 @@ pub fn spawn(
 
 /// One runtime API command on HAProxy's stats socket, answered within
 /// `timeout`; the answer, or `None` while the socket is not there yet.
-pub fn api(socket: &Path, command: &str, timeout: Duration) -> Option<String> {
+fn api(socket: &Path, command: &str, timeout: Duration) -> Option<String> {
     let mut stream = UnixStream::connect(socket).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.write_all(format!("{command}\n").as_bytes()).ok()?;
@@ -158,7 +148,7 @@ pub fn check_statuses(socket: &Path, timeout: Duration) -> Vec<(String, String)>
 
 /// The servers' rows (not the backend's own) of [`BACKEND`] in a
 /// `show stat` CSV, as (name, check status).
-pub fn statuses_in(csv: &str) -> Vec<(String, String)> {
+fn statuses_in(csv: &str) -> Vec<(String, String)> {
     let mut lines = csv.lines();
     let header = lines.next().unwrap_or_default();
     let columns: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
@@ -173,4 +163,25 @@ pub fn statuses_in(csv: &str) -> Vec<(String, String)> {
         .filter(|f| !matches!(f.get(sv), Some(&"BACKEND" | &"FRONTEND")))
         .filter_map(|f| Some(((*f.get(sv)?).to_owned(), (*f.get(check)?).to_owned())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_statuses_are_read_from_show_stat() {
+        let csv = "# pxname,svname,qcur,check_status,status\n\
+            prime,FRONTEND,,,OPEN\n\
+            prime_servers,p1,0,L7OK,UP\n\
+            prime_servers,p2,0,L4CON,DOWN\n\
+            prime_servers,BACKEND,0,,UP\n\
+            other,p9,0,L7OK,UP\n";
+        let statuses = statuses_in(csv);
+        assert_eq!(
+            statuses,
+            [("p1".into(), "L7OK".into()), ("p2".into(), "L4CON".into())]
+        );
+        assert!(statuses_in("").is_empty());
+    }
 }
