@@ -9,8 +9,6 @@
 //! (`.ci/run` builds it before `make test`); a missing or stale one skips
 //! them, which on CI is a failure.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,7 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
-use support::{skip, IO_TIMEOUT};
+use test_support::audit::read_lines;
+use test_support::io::{ask, exchange, http_get, unused_addr, wait_until, IO_TIMEOUT};
+use test_support::process::ServerProcess;
+use test_support::proxy::proxy_v1;
+use test_support::tools::{have_tool, skip};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const PACKAGE: &str = "prime-server";
@@ -343,7 +345,7 @@ fn packaged_unit_keeps_what_the_shipped_unit_sets() {
 
 #[test]
 fn packaged_unit_is_at_least_as_hardened_as_the_shipped_one() {
-    if !support::have_tool("systemd-analyze") {
+    if !have_tool("systemd-analyze") {
         return skip(
             "systemd-analyze is not installed (package systemd; make test installs it as root)",
         );
@@ -461,14 +463,14 @@ fn settings_file_names_only_options_the_server_has_and_each_example_works() {
         state.display().to_string(),
     );
     examples.insert("PRIME_SERVER_ADMIN_LISTEN".into(), "127.0.0.1:0".into());
-    let server = support::ServerProcess::start_with(&[], |command| {
+    let server = ServerProcess::start_with(&[], |command| {
         command.envs(&examples);
     });
     // With the PROXY protocol on, a header first; keep-alive: half-close.
-    let mut request = support::proxy_v1("192.0.2.7:4000".parse().expect("addr"), server.addr);
+    let mut request = proxy_v1("192.0.2.7:4000".parse().expect("addr"), server.addr);
     request.extend_from_slice(b"17\n");
     assert_eq!(
-        support::exchange(server.addr, &request),
+        exchange(server.addr, &request),
         b"T\n",
         "{}",
         server.stderr()
@@ -502,7 +504,7 @@ fn lintian_reports_no_error() {
         Ok(deb) => deb,
         Err(why) => return skip(&why),
     };
-    if !support::have_tool("lintian") {
+    if !have_tool("lintian") {
         return skip("lintian is not installed (make test installs it as root)");
     }
     let out = output(
@@ -826,7 +828,7 @@ impl Drop for Service {
 
 /// A free loopback port (bound, then released).
 fn free_addr() -> SocketAddr {
-    support::unused_addr()
+    unused_addr()
 }
 
 #[test]
@@ -846,7 +848,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
         "systemd-analyze",
         "systemd-socket-activate",
     ] {
-        if !support::have_tool(tool) {
+        if !have_tool(tool) {
             return skip(&format!("{tool} is not installed (systemd-analyze and systemd-socket-activate: package systemd)"));
         }
     }
@@ -921,7 +923,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
     let socket_path = Path::new(UNIT_DIR).join("prime-server.socket");
     let mut verify = Command::new("systemd-analyze");
     verify.arg("verify");
-    if !support::have_tool("man") {
+    if !have_tool("man") {
         verify.arg("--man=no");
     }
     let verified = output(verify.arg(&unit_path).arg(&socket_path));
@@ -1079,19 +1081,17 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
             .all(|u| u == uid.to_string()),
         "the service does not run as uid {uid}: {uids}"
     );
-    assert_eq!(support::ask(listen, "17"), "T\n", "{}", service.log_text());
-    let (code, body) = support::http_get(admin, "/readyz");
+    assert_eq!(ask(listen, "17"), "T\n", "{}", service.log_text());
+    let (code, body) = http_get(admin, "/readyz");
     assert_eq!(code, 200, "/readyz on the admin address: {body}");
-    let audited = support::wait_until(IO_TIMEOUT, || {
-        support::read_lines(&audit_log)
-            .iter()
-            .any(|l| l.contains(" T '17'"))
+    let audited = wait_until(IO_TIMEOUT, || {
+        read_lines(&audit_log).iter().any(|l| l.contains(" T '17'"))
     });
     assert!(
         audited,
         "no audit line for 17 in {}: {:?}",
         audit_log.display(),
-        support::read_lines(&audit_log)
+        read_lines(&audit_log)
     );
     let meta = std::fs::metadata(&audit_log).expect("audit log");
     assert_eq!(
@@ -1141,7 +1141,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
     let mut service = start_service(&activated, &env, uid, gid, umask, notify_dir.path());
     // systemd-socket-activate starts the server at the first connection.
     service.expect_log("Listening on");
-    assert_eq!(support::ask(passed, "17"), "T\n", "{}", service.log_text());
+    assert_eq!(ask(passed, "17"), "T\n", "{}", service.log_text());
     service.expect_notified("READY=1");
     service.expect_log("using the listening socket passed by systemd");
     assert!(
@@ -1155,7 +1155,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
         "SIGTERM must stop the socket-activated service with status 0:\n{}",
         log.join("\n")
     );
-    let answered = support::read_lines(&audit_log)
+    let answered = read_lines(&audit_log)
         .iter()
         .filter(|l| l.contains(" T '17'"))
         .count();
@@ -1168,7 +1168,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
         "dpkg --remove left /usr/bin/prime-server"
     );
     assert_eq!(
-        support::read_lines(&audit_log).len(),
+        read_lines(&audit_log).len(),
         2,
         "dpkg --remove must keep the audit log"
     );
@@ -1181,7 +1181,7 @@ fn installs_runs_as_systemd_would_and_removal_keeps_the_audit_log() {
         "dpkg --purge must say what it keeps:\n{purged}"
     );
     assert_eq!(
-        support::read_lines(&audit_log).len(),
+        read_lines(&audit_log).len(),
         2,
         "dpkg --purge must keep the audit log"
     );

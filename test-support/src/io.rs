@@ -198,7 +198,7 @@ pub fn try_connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<Tcp
 }
 
 /// `GET path` over HTTP/1.1 at `addr`: (status code, body).
-pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = connect(addr);
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
