@@ -26,6 +26,11 @@
 #   lintian    tests/package.rs checks the built .deb with it
 #   systemd-analyze
 #              (package systemd) tests/package.rs verifies the packaged units
+#   prometheus, promtool
+#              (package prometheus) tests/operator_kit.rs checks and unit-tests
+#              deploy/prometheus/ with promtool and runs its own Prometheus
+#              on a free port (where services may start, the package also
+#              starts one on :9090; the tests neither need nor touch it)
 set -euo pipefail
 
 # The Debian package that provides a tool, where its name differs.
@@ -33,6 +38,7 @@ package_of() {
     case "$1" in
         fiu-run | fiu-ctrl) echo fiu-utils ;;
         systemd-analyze) echo systemd ;;
+        promtool) echo prometheus ;;
         python3) echo python3 ;;
         *) echo "$1" ;;
     esac

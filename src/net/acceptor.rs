@@ -82,6 +82,11 @@ pub fn serve<H: Handler>(
         }
     }
     let max_connections = fit_connection_cap(options.max_connections, log);
+    metrics.set_capacity(
+        options.workers.max(1),
+        options.heavy_threads,
+        max_connections,
+    );
     let core = Core::start(handler, options, metrics, liveness, shutdown, log)?;
     info!(log, "listening";
         "address" => %listener.local_addr()?,

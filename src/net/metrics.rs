@@ -55,6 +55,17 @@ pub struct CoreMetrics {
     pub heavy_running: Gauge,
     /// Heavy-lane jobs waiting for a lane thread now.
     pub heavy_queued: Gauge,
+    /// Worker threads (`--workers`): with `in_service`, how busy the pool
+    /// is. Set when the core starts.
+    pub worker_threads: Gauge,
+    /// Heavy-lane threads (`--big-tests`, 0 for a service without a lane):
+    /// with `heavy_running`, whether the lane is saturated. Set when the
+    /// core starts.
+    pub heavy_threads: Gauge,
+    /// The connection cap in force (`--max-connections`, after fitting the
+    /// open-files limit): with `open`, how close admission is to holding
+    /// new clients in the kernel backlog. Set when the core starts.
+    pub max_connections: Gauge,
     /// Time from a line being complete at the server (handed to a worker)
     /// to its answer being audited and its reply queued for sending.
     pub request_duration: Histogram,
@@ -86,6 +97,9 @@ impl CoreMetrics {
             abandoned: Counter::default(),
             heavy_running: Gauge::default(),
             heavy_queued: Gauge::default(),
+            worker_threads: Gauge::default(),
+            heavy_threads: Gauge::default(),
+            max_connections: Gauge::default(),
             request_duration: Histogram::new(latency_buckets()),
         }
     }
@@ -164,12 +178,36 @@ impl CoreMetrics {
             "Big-number tests waiting for a heavy-lane thread",
             self.heavy_queued.clone(),
         );
+        registry.register(
+            "worker_threads",
+            "Worker threads (connections_in_service is at most this)",
+            self.worker_threads.clone(),
+        );
+        registry.register(
+            "big_test_threads",
+            "Heavy-lane threads (big_tests_running is at most this)",
+            self.heavy_threads.clone(),
+        );
+        registry.register(
+            "max_connections",
+            "Connections open at once, at most (past it new ones wait in the kernel backlog)",
+            self.max_connections.clone(),
+        );
         registry.register_with_unit(
             "request_duration",
             "Time from a complete line handed to a worker to its answer audited and its reply queued",
             Unit::Seconds,
             self.request_duration.clone(),
         );
+    }
+
+    /// Records the sizes the core runs with, so ratios such as
+    /// `in_service / worker_threads` can be computed from a scrape.
+    pub fn set_capacity(&self, workers: usize, heavy_threads: usize, max_connections: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.worker_threads.set(gauge(workers));
+        self.heavy_threads.set(gauge(heavy_threads));
+        self.max_connections.set(gauge(max_connections));
     }
 }
 
@@ -192,5 +230,12 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("echo_server_timeouts_total 1"));
+        assert!(text.contains("echo_server_worker_threads 0\n"));
+        m.set_capacity(4, 2, 10_000);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("echo_server_worker_threads 4\n"));
+        assert!(text.contains("echo_server_big_test_threads 2\n"));
+        assert!(text.contains("echo_server_max_connections 10000\n"));
     }
 }

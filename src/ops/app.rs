@@ -11,7 +11,7 @@ use crate::net::CoreMetrics;
 use crate::net::Handler;
 use crate::net::ServerOptions;
 use crate::net::Shutdown;
-use crate::ops::health::Health;
+use crate::ops::health::{register_ready, Health};
 use crate::ops::logging::{rounded, RECORDS_DROPPED};
 use crate::ops::metrics::{register_build_info, register_logging, registry_for};
 use crate::ops::signals::Reload;
@@ -137,12 +137,13 @@ impl<S: Service> Server<S> {
             "version" => env!("CARGO_PKG_VERSION"));
         let service = Arc::new(service);
         let metrics = CoreMetrics::new();
+        let health = Health::new();
         let mut registry = registry_for(S::NAME);
         metrics.register(&mut registry);
         service.register(&mut registry);
         register_logging(&mut registry);
+        register_ready(&health, &mut registry);
         register_build_info(&mut registry);
-        let health = Health::new();
         let checked = Arc::clone(&service);
         health.add_check(Box::new(move || checked.unready()));
         Server {

@@ -11,6 +11,9 @@
 
 use crate::net::Liveness;
 use parking_lot::Mutex;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +89,32 @@ impl Health {
     }
 }
 
+/// `ready`: 1 when [`Health::ready`] says ready, else 0, computed when
+/// `/metrics` is scraped (it asks the same checks `/readyz` asks), so it
+/// cannot go stale and needs no thread to keep it current. An alert on
+/// "not ready for a while" needs it: a scrape of `/readyz` is not a series.
+#[derive(Debug)]
+struct ReadyGauge(Arc<Health>);
+
+impl EncodeMetric for ReadyGauge {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&i64::from(self.0.ready().is_ok()))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+/// Registers `ready` (see [`ReadyGauge`]) for `health`.
+pub fn register_ready(health: &Arc<Health>, registry: &mut Registry) {
+    registry.register(
+        "ready",
+        "1 when /readyz answers 200 (listening, not stopping, the audit log writable and synced), else 0",
+        ReadyGauge(Arc::clone(health)),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +136,30 @@ mod tests {
         assert_eq!(health.ready(), Ok(()));
         health.liveness().set_stopping();
         assert_eq!(health.ready(), Err("stopping".into()));
+    }
+
+    #[test]
+    fn the_ready_gauge_is_computed_at_each_scrape() {
+        let health = Health::new();
+        let mut registry = Registry::with_prefix("prime_server");
+        register_ready(&health, &mut registry);
+        let scrape = || crate::ops::metrics::encode(&registry);
+        assert!(
+            scrape().contains("\nprime_server_ready 0\n"),
+            "{}",
+            scrape()
+        );
+        health.liveness().set_listening(true);
+        assert!(
+            scrape().contains("\nprime_server_ready 1\n"),
+            "{}",
+            scrape()
+        );
+        health.liveness().set_stopping();
+        assert!(
+            scrape().contains("\nprime_server_ready 0\n"),
+            "{}",
+            scrape()
+        );
     }
 }
