@@ -13,8 +13,6 @@
 //! (`scripts/ensure-tools.sh` installs it); without them the tests that
 //! need them skip, loudly, except on CI where they fail.
 
-mod support;
-
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -23,7 +21,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ask, have_tool, skip, ServerProcess, TestServer};
+use test_support::io::ask;
+use test_support::process::ServerProcess;
+use test_support::server::TestServer;
+use test_support::tools::{have_tool, skip};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -22,13 +22,13 @@ pub struct TestServer {
     /// Its audit log.
     pub audit_path: PathBuf,
     /// The handle that stops it.
-    shutdown: Shutdown,
+    pub shutdown: Shutdown,
     /// The core's counters, live.
     pub metrics: CoreMetrics,
     /// The prime service (its counts, live, through `summary()`).
     pub service: Arc<PrimeService>,
     /// Its admin endpoint (`/metrics`, `/readyz`), on another ephemeral port.
-    admin: Admin,
+    pub admin: Admin,
     /// The thread running the server.
     thread: Option<JoinHandle<Summary<PrimeSummary>>>,
     /// Keeps the audit directory alive.
