@@ -21,12 +21,15 @@
 #              each reply, and tests/binary.rs that the log is synced at exit
 #   fiu-run, fiu-ctrl
 #              (package fiu-utils) tests/operate.rs injects fdatasync failures
+#   rsyslogd   (package rsyslog) tests/seal_attacks.rs ships seals to a real
+#              rsyslog over TCP and verifies against its copy
 set -euo pipefail
 
 # The Debian package that provides a tool, where its name differs.
 package_of() {
     case "$1" in
         fiu-run | fiu-ctrl) echo fiu-utils ;;
+        rsyslogd) echo rsyslog ;;
         python3) echo python3 ;;
         *) echo "$1" ;;
     esac

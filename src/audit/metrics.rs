@@ -120,3 +120,30 @@ impl AuditMetrics {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sealing metric is exposed from the start, at zero, whatever
+    /// the flags (alert rules and dashboards rely on the names).
+    #[test]
+    fn every_sealing_metric_is_exposed_at_zero() {
+        let mut registry = Registry::with_prefix("prime_server");
+        AuditMetrics::default().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "prime_server_audit_seals_total 0",
+            "prime_server_audit_seal_failures_total 0",
+            "prime_server_audit_seal_duration_seconds_count 0",
+            "prime_server_audit_heartbeat_seals_total 0",
+            "prime_server_audit_sealing_failing 0",
+            "prime_server_audit_seals_shipped_total 0",
+            "prime_server_audit_seals_ship_dropped_total 0",
+            "prime_server_audit_seal_ship_failures_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+    }
+}

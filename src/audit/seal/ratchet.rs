@@ -249,8 +249,9 @@ impl Ratchet {
         self.hashes
     }
 
-    /// The keys, for the state file: (seal, next, outer).
-    pub(super) fn keys(&self) -> (&[u8; KEY_LEN], &[u8; KEY_LEN], &[u8; KEY_LEN]) {
+    /// The three keys this position holds: (`m_{e,s}`, `k_{e+1}`,
+    /// `K_{g+1}`), for the state file (and for tests that look for them).
+    pub fn keys(&self) -> (&[u8; KEY_LEN], &[u8; KEY_LEN], &[u8; KEY_LEN]) {
         (&self.keys.seal, &self.keys.next, &self.keys.outer)
     }
 

@@ -1137,4 +1137,61 @@ mod tests {
         let future = verify(&rig.key, std::slice::from_ref(&rig.log), &before);
         assert!(matches!(problem(future).1, Problem::Future { .. }));
     }
+
+    /// The collector's copy (syslog lines with the seal somewhere in each):
+    /// duplicates and other chains' seals pass; a local chain shorter than
+    /// the copy, or a copy that forks, fails.
+    #[test]
+    fn the_collectors_copy_must_not_be_longer_than_the_chain_nor_fork() {
+        let mut rig = Rig::new();
+        rig.write(2);
+        rig.seal();
+        rig.write(1);
+        rig.seal();
+        rig.shutdown();
+        let seals = rig.seal_lines();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("received.log");
+        let syslog = |s: &str| format!("2026-09-21T14:13:20+00:00 host prime-server[7] {s}\n");
+        let mut received: Vec<String> = seals.iter().map(|s| syslog(s)).collect();
+        received.insert(2, received[1].clone());
+        received.push(syslog(&seals[2].replace(" lines=", " lines=1")));
+        received.push("an unrelated line\n".into());
+        std::fs::write(&copy, received.concat()).unwrap();
+        let mut options = rig.options();
+        options.seals_from = Some(copy.clone());
+        let logs = std::slice::from_ref(&rig.log);
+        let report = rig.verify_with(&options, logs).unwrap();
+        assert_eq!(
+            report.shipped,
+            Some(ShippedSummary {
+                seals: 4,
+                matched: 4,
+                ignored: 1
+            })
+        );
+        // The local files cut back to seal 2: the copy is longer.
+        let lines = rig.log_lines();
+        rig.set_log_lines(&lines[..3]);
+        rig.set_seal_lines(&seals[..3]);
+        assert!(matches!(
+            problem(rig.verify_with(&options, logs)),
+            (0, Problem::ShippedLonger { shipped: 3, .. })
+        ));
+        // A copy that goes back to seal 2 with other contents, validly made
+        // (the chain was rolled back and resumed).
+        let mut forked = Record::parse(&seals[2]).unwrap();
+        forked.hash = [7; 32];
+        let mut keys = Ratchet::from_seed(&rig.key.seed);
+        forked.mac = keys
+            .seal_at(forked.epoch, forked.sub, forked.body().as_bytes())
+            .unwrap();
+        received.truncate(5);
+        received.push(syslog(&forked.to_line()));
+        std::fs::write(&copy, received.concat()).unwrap();
+        assert!(matches!(
+            problem(rig.verify_with(&options, logs)).1,
+            Problem::ShippedFork { seq: 2, at: 6 }
+        ));
+    }
 }
