@@ -740,12 +740,15 @@ impl Shared {
     /// `heartbeat`, a heartbeat seal; at once after a reopen.
     fn seal_every(&self, every: Duration, heartbeat: Duration) {
         let Some(sealer) = &self.sealer else { return };
+        // The key steps every epoch, even when lines are sealed less often.
+        let step = sealer.lock().schedule().epoch().min(every);
+        let mut next_step = Instant::now() + step;
         let mut next_tick = Instant::now() + every;
         let mut control = self.control.lock();
         while !control.closing {
             if !control.seal_now {
-                // While sealing fails, the interval's retry is the only wake-up.
-                let mut deadline = next_tick;
+                // While sealing fails, the interval's retry is the only seal.
+                let mut deadline = next_tick.min(next_step);
                 if !self.seal_failing.load(Ordering::Relaxed) {
                     let since = sealer
                         .lock()
@@ -762,13 +765,13 @@ impl Shared {
             let seal_now = std::mem::take(&mut control.seal_now);
             drop(control);
             let now = Instant::now();
+            if now >= next_step {
+                next_step = after(next_step, step, now);
+                sealer.lock().tick(SystemTime::now());
+            }
             let tick = now >= next_tick;
             if tick {
-                next_tick += every;
-                if next_tick <= now {
-                    next_tick = now + every;
-                }
-                sealer.lock().tick(SystemTime::now());
+                next_tick = after(next_tick, every, now);
             }
             if seal_now || tick {
                 self.seal(Tracker::cut);
@@ -853,6 +856,17 @@ impl Shared {
                 shipper.lock().send(&seal.line);
             }
         }
+    }
+}
+
+/// The next deadline of a clock ticking every `period` after `deadline`
+/// passed at `now` (skipping ticks missed while busy).
+fn after(deadline: Instant, period: Duration, now: Instant) -> Instant {
+    let next = deadline + period;
+    if next <= now {
+        now + period
+    } else {
+        next
     }
 }
 
