@@ -28,7 +28,7 @@ run: deps
 ## missing tool makes its tests skip, loudly.
 FUZZ_TEST_SECONDS ?= 20
 test: deps
-	@scripts/ensure-tools.sh --optional python3 logrotate haproxy socat strace fiu-run fiu-ctrl lintian systemd-analyze prometheus promtool
+	@scripts/ensure-tools.sh --optional python3 logrotate haproxy socat strace fiu-run fiu-ctrl lintian systemd-analyze prometheus promtool rsyslogd
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --benches
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_OPTIONAL=$(if $(filter-out 0 false,$(CI)),,1)

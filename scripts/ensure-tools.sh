@@ -31,6 +31,8 @@
 #              deploy/prometheus/ with promtool and runs its own Prometheus
 #              on a free port (where services may start, the package also
 #              starts one on :9090; the tests neither need nor touch it)
+#   rsyslogd   (package rsyslog) tests/seal_attacks.rs ships seals to a real
+#              rsyslog over TCP and verifies against its copy
 set -euo pipefail
 
 # The Debian package that provides a tool, where its name differs.
@@ -39,6 +41,7 @@ package_of() {
         fiu-run | fiu-ctrl) echo fiu-utils ;;
         systemd-analyze) echo systemd ;;
         promtool) echo prometheus ;;
+        rsyslogd) echo rsyslog ;;
         python3) echo python3 ;;
         *) echo "$1" ;;
     esac

@@ -11,7 +11,7 @@
 
 use prime_server::audit::format_line;
 
-use prime_server::audit::seal::{self, FileId, Key, Record, Sealer, Tracker};
+use prime_server::audit::seal::{self, FileId, Key, Ratchet, Record, Sealer, Tracker};
 use prime_server::prime::answer;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -49,10 +49,14 @@ struct Run {
     asked: u64,
 }
 
-/// A fixed, advancing clock for the seal and line times.
+/// A fixed, advancing clock for the seal and line times (in the past, so
+/// `verify --until now` sees no seal from the future).
 fn clock(step: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(1_795_000_000_000 + step * 250)
 }
+
+/// The runs' heartbeat: longer than any run, so their clock makes no gap.
+const BEAT: Duration = Duration::from_secs(3600);
 
 fn open_append(path: &Path) -> File {
     OpenOptions::new()
@@ -81,7 +85,13 @@ fn prime_audit(args: &[&str], stdin: Option<&str>) -> Output {
 
 /// `prime-audit verify --key KEY LOGS...`: (exit code, stdout).
 fn verify(key: &str, logs: &[&Path]) -> (i32, String) {
+    verify_with(key, &[], logs)
+}
+
+/// `prime-audit verify --key KEY OPTIONS... LOGS...`: (exit code, stdout).
+fn verify_with(key: &str, options: &[&str], logs: &[&Path]) -> (i32, String) {
     let mut args = vec!["verify", "--key", key];
+    args.extend_from_slice(options);
     let logs: Vec<String> = logs.iter().map(|p| p.display().to_string()).collect();
     args.extend(logs.iter().map(String::as_str));
     let out = prime_audit(&args, None);
@@ -97,15 +107,29 @@ impl Run {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("prime_server.log");
         let state = dir.path().join("seal.state");
-        let out = prime_audit(&["keygen", "--state", state.to_str().expect("utf-8")], None);
+        let start = humantime::format_rfc3339_millis(clock(0)).to_string();
+        let out = prime_audit(
+            &[
+                "keygen",
+                "--state",
+                state.to_str().expect("utf-8"),
+                "--seal-interval",
+                "250ms",
+                "--start",
+                &start,
+            ],
+            None,
+        );
         assert!(out.status.success(), "keygen: {out:?}");
         let key = String::from_utf8(out.stdout)
             .expect("utf-8")
             .trim()
             .to_owned();
-        assert_eq!(key.len(), 64);
+        // One token: the key, the start, the epoch.
+        assert_eq!(key, format!("{}-1795000000000-250", &key[..64]));
         let file = open_append(&log);
-        let (sealer, tracker, _) = Sealer::open(&state, &log, clock(0)).expect("open sealing");
+        let (sealer, tracker, _) =
+            Sealer::open(&state, &log, clock(0), BEAT).expect("open sealing");
         Run {
             dir,
             log,
@@ -171,8 +195,10 @@ impl Run {
     /// the new one resumes from the state file.
     fn crash_and_restart(&mut self) -> seal::Resumed {
         let file = open_append(&self.log);
+        // The crashed process is gone, and its lock with it.
+        self.sealer = None;
         let (sealer, tracker, resumed) =
-            Sealer::open(&self.state, &self.log, clock(self.asked)).expect("resume");
+            Sealer::open(&self.state, &self.log, clock(self.asked), BEAT).expect("resume");
         self.sealer = Some(sealer);
         *self.writer.lock().expect("lock") = Writer { file, tracker };
         resumed
@@ -215,6 +241,17 @@ impl Tamper {
         edit(&mut lines);
         Tamper::write(path, &lines);
     }
+
+    /// Applies `edit` to the seal records of the seal file `path` (its
+    /// fingerprint lines dropped).
+    fn edit_seals(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+        let mut lines: Vec<String> = Tamper::lines(path)
+            .into_iter()
+            .filter(|l| l.starts_with("seal "))
+            .collect();
+        edit(&mut lines);
+        Tamper::write(path, &lines);
+    }
 }
 
 /// The line with its `T` and `F` swapped: one byte changed.
@@ -226,8 +263,8 @@ fn flip_verdict(line: &str) -> String {
     }
 }
 
-/// A run of 12 lines in 4 seals (3 interval + shutdown), copied fresh for
-/// each tampering.
+/// A run of 12 lines in 5 seals (start, 3 interval, shutdown), copied fresh
+/// for each tampering.
 fn sealed_run() -> Run {
     let mut run = Run::start();
     for _ in 0..3 {
@@ -272,7 +309,8 @@ fn a_sealed_run_with_concurrent_writers_verifies() {
                 let writer = Arc::clone(&run.writer);
                 std::thread::spawn(move || {
                     for i in 0..25 {
-                        append_answer(&writer, round * 1000 + t * 100 + i, clock(i));
+                        // Timed in the round: no later than the seal after.
+                        append_answer(&writer, round * 1000 + t * 100 + i, clock(round));
                     }
                 })
             })
@@ -306,19 +344,19 @@ fn each_tampering_is_caught_and_located() {
             "one byte of a verdict",
             |r| Tamper::edit(&r.log, |l| l[5] = flip_verdict(&l[5])),
             ":6: ",
-            "line changed since seal 1 sealed it",
+            "line changed since seal 2 sealed it",
         ),
         (
             "a line deleted",
             |r| Tamper::edit(&r.log, |l| drop(l.remove(8))),
             ":9: ",
-            "a line sealed by seal 2 was removed here",
+            "a line sealed by seal 3 was removed here",
         ),
         (
             "a line inserted",
             |r| Tamper::edit(&r.log, |l| l.insert(2, l[1].clone())),
             ":3: ",
-            "line inserted among lines sealed by seal 0",
+            "line inserted among lines sealed by seal 1",
         ),
         (
             "the file truncated",
@@ -331,25 +369,25 @@ fn each_tampering_is_caught_and_located() {
         ),
         (
             "a seal removed",
-            |r| Tamper::edit(&seal::seal_path(&r.log), |l| drop(l.remove(1))),
-            ":5: ",
+            |r| Tamper::edit_seals(&seal::seal_path(&r.log), |l| drop(l.remove(1))),
+            ":1: ",
             "seal 1 is missing: the next seal found is 2",
         ),
         (
             "seals reordered",
-            |r| Tamper::edit(&seal::seal_path(&r.log), |l| l.swap(2, 3)),
-            ":9: ",
+            |r| Tamper::edit_seals(&seal::seal_path(&r.log), |l| l.swap(2, 3)),
+            ":5: ",
             "seal 2 is missing: the next seal found is 3",
         ),
         (
             "a seal forged (its line count edited)",
             |r| {
-                Tamper::edit(&seal::seal_path(&r.log), |l| {
-                    l[1] = l[1].replace(" lines=8 ", " lines=7 ")
+                Tamper::edit_seals(&seal::seal_path(&r.log), |l| {
+                    l[2] = l[2].replace(" lines=8 ", " lines=7 ")
                 })
             },
             ":5: ",
-            "seal 1 was not made with the key for seal 1",
+            "seal 2 was not made with the key for its epoch and place",
         ),
         (
             "the seal file deleted, the log rotated away",
@@ -386,11 +424,16 @@ fn each_tampering_is_caught_and_located() {
 #[test]
 fn a_wrong_key_and_bad_usage_are_told_apart() {
     let run = sealed_run();
+    // Another seed, the same schedule.
     let other = Key::generate().expect("random");
-    let (code, out) = verify(&other.to_hex(), &[&run.log]);
+    let other_key = seal::VerifyKey {
+        seed: other,
+        schedule: seal::VerifyKey::parse(&run.key).expect("key").schedule,
+    };
+    let (code, out) = verify(&other_key.token(), &[&run.log]);
     assert_eq!(code, 1);
     assert!(
-        out.contains(":1: seal 0 was not made with the key for seal 0"),
+        out.contains(":1: seal 0 was not made with the key for its epoch and place"),
         "{out}"
     );
     // The key from stdin, kept out of the process list.
@@ -430,20 +473,33 @@ fn a_stolen_state_cannot_reseal_earlier_history() {
     run.seal();
     run.answer(3);
     run.seal();
+    // Stolen after seal 2: it holds the keys for seal 3 (j = 3) onwards.
     let stolen = std::fs::read_to_string(&run.state).expect("copy the state");
     for _ in 0..3 {
         run.answer(3);
         run.seal();
     }
     run.shutdown();
-    let kj = stolen
-        .lines()
-        .find_map(|l| l.strip_prefix("key="))
-        .map(|hex| Key::from_hex(hex).expect("key"))
-        .expect("the state holds a key");
-    let honest_seals = Tamper::lines(&seal::seal_path(&run.log));
+    let honest_file = Tamper::lines(&seal::seal_path(&run.log));
+    let honest_seals: Vec<String> = honest_file
+        .iter()
+        .filter(|l| l.starts_with("seal "))
+        .cloned()
+        .collect();
+    // The seal file up to seal `n` (excluded), fingerprint lines included.
+    let kept = |n: usize| -> Vec<String> {
+        let mut seals = 0;
+        honest_file
+            .iter()
+            .take_while(|l| {
+                seals += usize::from(l.starts_with("seal "));
+                seals <= n && !(seals == n && l.starts_with("fp "))
+            })
+            .cloned()
+            .collect()
+    };
     let honest_log = Tamper::lines(&run.log);
-    // Rewrite line 2 (sealed by seal 0): '1002' is not prime; claim it is.
+    // Rewrite line 2 (sealed by seal 1): '1002' is not prime; claim it is.
     let mut forged_log = honest_log.clone();
     forged_log[1] = forged_log[1].replace(
         " F '1002' is not a prime number",
@@ -455,20 +511,20 @@ fn a_stolen_state_cannot_reseal_earlier_history() {
         .map(|l| Record::parse(l.trim_end()).expect("record"))
         .collect();
 
-    // Re-seals seals `from..` over the forged log with keys k_j, k_j+1, ...,
-    // numbering them from `number_from`; seals before `from` kept as they are.
+    // Re-seals seals `from..` over the forged log with the stolen keys,
+    // numbering them from `number_from`; seals before `from` kept as they
+    // are. A seal whose key is behind the stolen one gets the stolen key's
+    // MAC (the attacker's best).
     let reseal = |from: usize, number_from: u64| -> Vec<String> {
-        let mut key = Key::from_hex(&kj.to_hex()).expect("key");
-        let mut out: Vec<String> = honest_seals[..from].to_vec();
+        let mut keys = Ratchet::from_state_text(&stolen).expect("the state holds keys");
+        let mut out: Vec<String> = kept(from);
         let mut hash = [0u8; 32];
         let mut done_lines = 0usize;
         let mut prev = [0u8; 32];
         for (i, r) in records.iter().enumerate() {
             let span = &forged_log[done_lines..r.lines as usize];
-            let mut fps = Vec::new();
             for line in span {
                 hash = seal::next_hash(&hash, line.as_bytes());
-                fps.push(seal::fingerprint(line.as_bytes()));
             }
             done_lines = r.lines as usize;
             if i < from {
@@ -479,11 +535,17 @@ fn a_stolen_state_cannot_reseal_earlier_history() {
                 seq: number_from + (i - from) as u64,
                 hash,
                 prev,
-                fps: Some(fps),
+                fp: None,
                 ..r.clone()
             };
-            forged.sign(&key);
-            key.advance();
+            let body = forged.to_line();
+            let body = body.split(" mac=").next().expect("body");
+            forged.mac = keys
+                .seal_at(forged.epoch, forged.sub, body.as_bytes())
+                .unwrap_or_else(|| {
+                    let (e, s) = (keys.epoch(), keys.sub());
+                    keys.seal_at(e, s, body.as_bytes()).expect("its own place")
+                });
             let line = forged.to_line();
             prev = sha2_of(&line);
             out.push(format!("{line}\n"));
@@ -492,22 +554,23 @@ fn a_stolen_state_cannot_reseal_earlier_history() {
     };
     Tamper::write(&run.log, &forged_log);
     let attempts = [
-        // The stolen key used as if it were k_0, every seal renumbered from 0.
+        // The stolen keys used as if they were the first, every seal
+        // renumbered from 0.
         (
             "all seals re-made from 0",
             reseal(0, 0),
-            ":1: seal 0 was not made with the key for seal 0",
+            ":1: seal 0 was not made with the key for its epoch and place",
         ),
         // Honest seals kept up to j, forged ones (with the stolen keys) after.
         (
             "honest seals before j kept",
-            reseal(2, 2),
-            ":2: line changed since seal 0 sealed it",
+            reseal(3, 3),
+            ":2: line changed since seal 1 sealed it",
         ),
         // Seals before j dropped, the forged chain numbered from j.
         (
             "history dropped, chain from j",
-            reseal(0, 2),
+            reseal(0, 3),
             ":1: the chain does not start here",
         ),
     ];
@@ -520,10 +583,19 @@ fn a_stolen_state_cannot_reseal_earlier_history() {
             "{what}: {out} (expected {expected})"
         );
     }
-    // The attacker's forgeries are well-formed: with the honest line back,
-    // "honest seals before j kept" fails only where the stolen key cannot
-    // reach (seal 2 onwards would verify if the line were honest; proven by
-    // restoring everything).
+    // The stolen keys do make the seals from j on: re-made over the honest
+    // log, they are the honest ones. What stops the attacker is only that
+    // the rewritten line lies before j.
+    let remade = reseal(3, 3);
+    let forged3 = remade
+        .iter()
+        .filter_map(|l| Record::parse(l.trim_end()).ok())
+        .find(|r| r.seq == 3)
+        .expect("seal 3 re-made");
+    let body = forged3.to_line();
+    let body = body.split(" mac=").next().expect("body").to_owned();
+    let mut from_seed = Ratchet::from_seed(&seal::VerifyKey::parse(&run.key).expect("key").seed);
+    assert!(from_seed.check(forged3.epoch, forged3.sub, body.as_bytes(), &forged3.mac));
     Tamper::write(&run.log, &honest_log);
     Tamper::write(&seal::seal_path(&run.log), &honest_seals);
     assert_eq!(verify(&run.key, &[&run.log]).0, 0);
@@ -535,30 +607,44 @@ fn sha2_of(text: &str) -> [u8; 32] {
 }
 
 #[test]
-fn kill_9_mid_run_reports_the_unsealed_tail_and_nothing_else() {
+fn kill_9_mid_run_fails_strictly_and_reports_the_unsealed_tail_when_accepted() {
     let mut run = Run::start();
     run.answer(5);
     run.seal();
     run.answer(3);
     // kill -9: the process is gone, the last 3 lines were never sealed.
     let (code, out) = verify(&run.key, &[&run.log]);
-    assert_eq!(code, 0, "{out}");
     let log = run.log.display().to_string();
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim_end(),
+        format!("FAILED: {log}:6: lines 6-8 are not sealed: a crash, or seals removed from the end (--allow-unsealed-tail accepts them)")
+    );
+    let (code, out) = verify_with(&run.key, &["--allow-unsealed-tail"], &[&run.log]);
+    assert_eq!(code, 0, "{out}");
     assert_eq!(
         out.trim_end(),
         format!(
-            "ok: 1 file, 8 lines, 1 seal, last seal {}; UNSEALED (not verified): {log} lines 6-8 (3 lines)",
+            "ok: 1 file, 8 lines, 2 seals (0 heartbeats), validated from {} to {} \
+             (END NOT VOUCHED FOR: accepted by --allow-unsealed-tail); \
+             UNSEALED (not verified): {log} lines 6-8 (3 lines)",
+            humantime::format_rfc3339_micros(clock(0)),
             humantime::format_rfc3339_micros(clock(5))
         )
     );
-    // The restarted server seals them at once, and says they came late.
+    // The restarted server seals them at once, and says they came late: a
+    // crash, which strict verification refuses and --allow-crash accepts.
     let resumed = run.crash_and_restart();
     assert_eq!(resumed.adopted_lines, 3);
     run.answer(2);
     run.shutdown();
     let (code, out) = verify(&run.key, &[&run.log]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("without a shutdown seal: a crash"), "{out}");
+    let (code, out) = verify_with(&run.key, &["--allow-crash"], &[&run.log]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("unsealed tail: none"), "{out}");
+    assert!(out.contains("restart after a CRASH at seal 2"), "{out}");
     assert!(
         out.contains(&format!(
             "sealed late, at start-up (found on disk, not seen written): {log} lines 6-8"
@@ -590,14 +676,14 @@ fn sealing_across_five_rotations_verifies_as_one_chain() {
     let all: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let (code, out) = verify(&run.key, &all);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("ok: 6 files, 29 lines, 11 seals"), "{out}");
+    assert!(out.starts_with("ok: 6 files, 29 lines, 12 seals"), "{out}");
     // A rotated file left out breaks the chain where it was.
     let gap: Vec<&Path> = all.iter().copied().filter(|p| *p != all[2]).collect();
     let (code, out) = verify(&run.key, &gap);
     assert_eq!(code, 1);
     assert!(
         out.starts_with(&format!(
-            "FAILED: {}:1: seal 4 is missing",
+            "FAILED: {}:1: seal 5 is missing",
             all[3].display()
         )),
         "{out}"

@@ -24,7 +24,13 @@ fn prime_audit(args: &[&str]) -> Output {
 
 /// `prime-audit verify --key KEY LOGS...`: (exit code, stdout).
 fn verify(key: &str, logs: &[&Path]) -> (i32, String) {
+    verify_with(key, &[], logs)
+}
+
+/// `prime-audit verify --key KEY OPTIONS... LOGS...`: (exit code, stdout).
+fn verify_with(key: &str, options: &[&str], logs: &[&Path]) -> (i32, String) {
     let mut args = vec!["verify", "--key", key];
+    args.extend_from_slice(options);
     let logs: Vec<String> = logs.iter().map(|p| p.display().to_string()).collect();
     args.extend(logs.iter().map(String::as_str));
     let out = prime_audit(&args);
@@ -47,21 +53,28 @@ struct Sealed {
 impl Sealed {
     /// `keygen`, then the server with `--audit-seal` and a short interval.
     fn start() -> Sealed {
-        Sealed::start_every("50ms")
+        Sealed::start_every("50ms", "1s")
     }
 
-    /// `keygen`, then the server with `--audit-seal` sealing every `interval`.
-    fn start_every(interval: &str) -> Sealed {
+    /// `keygen` with a key epoch of `interval`, then the server with
+    /// `--audit-seal` sealing every `interval`, a heartbeat every `beat`.
+    fn start_every(interval: &str, beat: &str) -> Sealed {
         let keys = tempfile::tempdir().unwrap().keep();
         let state = keys.join("seal.state");
-        let out = prime_audit(&["keygen", "--state", state.to_str().unwrap()]);
+        let out = prime_audit(&[
+            "keygen",
+            "--state",
+            state.to_str().unwrap(),
+            "--seal-interval",
+            interval,
+        ]);
         assert!(out.status.success(), "{out:?}");
         let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let server = ServerProcess::start(&[
             "--audit-seal",
             state.to_str().unwrap(),
-            "--seal-interval",
-            interval,
+            "--seal-heartbeat",
+            beat,
             "--admin-listen",
             "127.0.0.1:0",
         ]);
@@ -195,7 +208,8 @@ fn a_stolen_state_cannot_reseal_an_earlier_line() {
     std::fs::write(&log, l.concat()).unwrap();
     let seals = lines(&seal_path(&log));
     std::fs::write(seal_path(&log), seals[..seals_then].concat()).unwrap();
-    match Sealer::open(&stolen_state, &log, std::time::SystemTime::now()) {
+    let beat = std::time::Duration::from_secs(1);
+    match Sealer::open(&stolen_state, &log, std::time::SystemTime::now(), beat) {
         Ok((mut sealer, mut tracker, _)) => {
             let cuts = tracker.shutdown();
             let _ = sealer.seal(cuts, std::time::SystemTime::now());
@@ -211,10 +225,10 @@ fn a_stolen_state_cannot_reseal_an_earlier_line() {
 }
 
 #[test]
-fn kill_9_leaves_only_an_unsealed_tail() {
+fn kill_9_fails_verification_and_reports_the_unsealed_tail() {
     // Seals only when told (SIGHUP seals what was written), so the tail
     // after the last seal is known.
-    let mut sealed = Sealed::start_every("1h");
+    let mut sealed = Sealed::start_every("1h", "1h");
     sealed.answer(2, 5);
     let seals = sealed.server.metric("prime_server_audit_seals_total");
     sealed.server.signal(libc::SIGHUP);
@@ -227,6 +241,15 @@ fn kill_9_leaves_only_an_unsealed_tail() {
     sealed.server.wait(IO_TIMEOUT);
     let log = sealed.server.audit_path.clone();
     let (code, out) = verify(&sealed.key, &[&log]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "FAILED: {}:6: lines 6-8 are not sealed",
+            log.display()
+        )),
+        "{out}"
+    );
+    let (code, out) = verify_with(&sealed.key, &["--allow-unsealed-tail"], &[&log]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ok: 1 file, 8 lines, "), "{out}");
     assert!(

@@ -31,12 +31,16 @@
 //!   destroys sealed bytes, so it cannot be used with sealing.)
 //! * **Sealing** (`--audit-seal STATE`, see [`crate::audit::seal`]): every
 //!   appended byte is hashed under the writer's lock (cheap, no I/O); a
-//!   sealing thread, every `--seal-interval` when lines were written, at
-//!   every reopen and at shutdown, syncs the log and appends a seal record
-//!   to `<log>.seal` outside the lock, then evolves its key.
+//!   sealing thread, on its own clock, steps the key every epoch, seals
+//!   every `--seal-interval` when lines were written, a heartbeat when none
+//!   were for `--seal-heartbeat`, at every reopen and at shutdown; it syncs
+//!   the log and appends a seal record to `<log>.seal` outside the lock,
+//!   and ships the record off the host (`--seal-syslog`). A failed seal is
+//!   retried every interval; while sealing fails the log reports not-ready
+//!   and, with `--seal-fail-closed`, appends fail closed.
 
 use crate::audit::metrics::AuditMetrics;
-use crate::audit::seal::{FileId, SealError, Sealer, Tracker};
+use crate::audit::seal::{self, FileId, SealError, Sealed, Sealer, Shipper, Tracker, Why};
 use parking_lot::{Condvar, Mutex};
 use slog::{error, info, warn, Logger};
 use std::fmt;
@@ -132,15 +136,43 @@ pub enum AuditError {
     /// Sealing could not resume from its state file.
     #[error("cannot start sealing the audit log: {0}")]
     Seal(#[from] SealError),
+    /// The sealing options do not fit together.
+    #[error("cannot seal the audit log: {0}")]
+    SealConfig(String),
 }
+
+/// Default `--seal-heartbeat`: the longest time without a seal while idle.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// How the audit log is sealed (`--audit-seal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealOptions {
     /// The sealing state file (made by `prime-audit keygen`).
     pub state: PathBuf,
-    /// How often new lines are sealed.
-    pub interval: Duration,
+    /// How often new lines are sealed; `None`: every key epoch (the
+    /// `--seal-interval` given to `prime-audit keygen`).
+    pub interval: Option<Duration>,
+    /// The longest time without a seal while nothing is written: a
+    /// heartbeat seal comes at least this often (at least `interval`).
+    pub heartbeat: Duration,
+    /// Where every seal record is shipped (`HOST:PORT`, syslog over TCP).
+    pub syslog: Option<String>,
+    /// Refuse appends (fail requests closed) while sealing fails.
+    pub fail_closed: bool,
+}
+
+impl SealOptions {
+    /// Sealing with `state`, every key epoch, default heartbeat, nothing
+    /// shipped, failing open.
+    pub fn new(state: PathBuf) -> SealOptions {
+        SealOptions {
+            state,
+            interval: None,
+            heartbeat: DEFAULT_HEARTBEAT,
+            syslog: None,
+            fail_closed: false,
+        }
+    }
 }
 
 /// Why an append did not make it.
@@ -157,6 +189,10 @@ pub enum AppendError {
     /// failed (`--audit-sync always`).
     #[error("cannot sync the audit log: {0}")]
     Sync(io::Error),
+    /// Sealing fails and `--seal-fail-closed` is set: nothing is written
+    /// that cannot be sealed.
+    #[error("sealing the audit log fails; nothing is written that cannot be sealed: {0}")]
+    Unsealed(String),
 }
 
 /// The append-only audit log, shared by every worker.
@@ -196,6 +232,16 @@ struct Shared {
     /// The sealing thread's half (seal records, key, state file); only
     /// that thread and the final seal use it.
     sealer: Option<Mutex<Sealer>>,
+    /// Ships seal records off the host, if asked to.
+    shipper: Option<Mutex<Shipper>>,
+    /// Sealing fails: why (cleared by the next seal that succeeds).
+    seal_problem: Mutex<Option<String>>,
+    /// Whether `seal_problem` is set (read on every append).
+    seal_failing: AtomicBool,
+    /// Appends fail while sealing fails (`--seal-fail-closed`).
+    seal_fail_closed: bool,
+    /// When the last seal failure was logged.
+    seal_warned: Mutex<Option<Instant>>,
     /// Failure and sync counters.
     metrics: AuditMetrics,
     /// Where failures and recoveries are reported.
@@ -289,19 +335,35 @@ impl AuditLog {
             path: path.to_path_buf(),
             source,
         })?;
+        let interval = seal.map(seal_interval).transpose()?;
+        let mut started = Vec::new();
         let (sealer, tracker) = match seal {
             Some(options) => {
                 let (sealer, tracker, resumed) =
-                    Sealer::open(&options.state, path, SystemTime::now())?;
+                    Sealer::open(&options.state, path, SystemTime::now(), options.heartbeat)?;
                 info!(log, "sealing the audit log";
                     "state" => %options.state.display(),
-                    "interval" => ?options.interval,
+                    "interval" => ?interval,
+                    "heartbeat" => ?options.heartbeat,
+                    "key_epoch" => ?resumed.schedule.epoch(),
+                    "stepped_epochs" => resumed.stepped_epochs,
                     "next_seal" => resumed.next_seq,
                     "new_file" => resumed.new_file,
-                    "sealed_at_start" => resumed.adopted_lines);
+                    "sealed_late_at_start" => resumed.adopted_lines + resumed.retired_lines);
+                if resumed.stepped_epochs > 1 {
+                    info!(log, "stepped the sealing key over the epochs since the last seal, erasing each";
+                        "epochs" => resumed.stepped_epochs);
+                }
+                started = resumed.sealed;
                 (Some(Mutex::new(sealer)), Some(tracker))
             }
             None => (None, None),
+        };
+        let shipper = match seal.and_then(|s| s.syslog.as_deref()) {
+            Some(target) => Some(Mutex::new(
+                Shipper::start(target, metrics.ship.clone(), log).map_err(AuditError::Thread)?,
+            )),
+            None => None,
         };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -321,9 +383,15 @@ impl AuditLog {
             control: Mutex::new(Control::default()),
             control_signal: Condvar::new(),
             sealer,
+            shipper,
+            seal_problem: Mutex::new(None),
+            seal_failing: AtomicBool::new(false),
+            seal_fail_closed: seal.is_some_and(|s| s.fail_closed),
+            seal_warned: Mutex::new(None),
             metrics,
             log: log.clone(),
         });
+        shared.sealed(&started);
         let mut threads = Vec::new();
         if let SyncPolicy::Interval(every) = policy {
             let shared = Arc::clone(&shared);
@@ -334,13 +402,13 @@ impl AuditLog {
                     .map_err(AuditError::Thread)?,
             );
         }
-        if let Some(options) = seal {
+        if let (Some(options), Some(every)) = (seal, interval) {
             let shared = Arc::clone(&shared);
-            let every = options.interval;
+            let heartbeat = options.heartbeat;
             threads.push(
                 std::thread::Builder::new()
                     .name("audit-seal".into())
-                    .spawn(move || shared.seal_every(every))
+                    .spawn(move || shared.seal_every(every, heartbeat))
                     .map_err(AuditError::Thread)?,
             );
         }
@@ -360,13 +428,16 @@ impl AuditLog {
         self.shared.policy
     }
 
-    /// Why the log is not healthy, if it is not: the last append or the
-    /// last sync failed. For `/readyz`.
-    pub fn problem(&self) -> Option<&'static str> {
+    /// Why the log is not healthy, if it is not: the last append, the
+    /// last sync or the last seal failed. For `/readyz`.
+    pub fn problem(&self) -> Option<String> {
         if self.shared.write_failing.load(Ordering::Relaxed) {
-            Some("the audit log cannot be written")
+            Some("the audit log cannot be written".into())
         } else if self.shared.sync_failing.load(Ordering::Relaxed) {
-            Some("the last sync of the audit log failed")
+            Some("the last sync of the audit log failed".into())
+        } else if self.shared.seal_failing.load(Ordering::Relaxed) {
+            let why = self.shared.seal_problem.lock().clone().unwrap_or_default();
+            Some(format!("sealing the audit log fails: {why}"))
         } else {
             None
         }
@@ -447,7 +518,30 @@ impl AuditLog {
             let _ = thread.join();
         }
         self.shared.seal(Tracker::shutdown);
+        if let Some(shipper) = &self.shared.shipper {
+            shipper.lock().close(SHIP_AT_EXIT);
+        }
     }
+}
+
+/// How long the shutdown waits for the collector to take the last seals.
+const SHIP_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// The interval new lines are sealed at: the one asked for, or the key
+/// epoch; the heartbeat must not be shorter.
+fn seal_interval(options: &SealOptions) -> Result<Duration, AuditError> {
+    let interval = match options.interval {
+        Some(every) => every,
+        None => seal::schedule_of(&options.state)?.epoch(),
+    };
+    if options.heartbeat < interval {
+        return Err(AuditError::SealConfig(format!(
+            "--seal-heartbeat ({}) must be at least the seal interval ({})",
+            humantime::format_duration(options.heartbeat),
+            humantime::format_duration(interval)
+        )));
+    }
+    Ok(interval)
 }
 
 impl Drop for AuditLog {
@@ -459,6 +553,10 @@ impl Drop for AuditLog {
 impl Shared {
     /// Writes `bytes` whole or not at all; returns the append's number.
     fn write(&self, bytes: &[u8]) -> Result<u64, AppendError> {
+        if self.seal_fail_closed && self.seal_failing.load(Ordering::Relaxed) {
+            let why = self.seal_problem.lock().clone().unwrap_or_default();
+            return Err(AppendError::Unsealed(why));
+        }
         let mut writer = self.writer.lock();
         if let Some(undo) = writer.undo {
             if let Err(e) = writer.file.set_len(undo.size) {
@@ -637,26 +735,63 @@ impl Shared {
         }
     }
 
-    /// The sealing thread: every `every` (or at once after a reopen),
-    /// seals the lines written since the last seal.
-    fn seal_every(&self, every: Duration) {
+    /// The sealing thread, on its own clock: every `every` it steps the
+    /// key to the current epoch and seals the lines written since the last
+    /// seal (or retries a failed seal); when no seal was made for
+    /// `heartbeat`, a heartbeat seal; at once after a reopen.
+    fn seal_every(&self, every: Duration, heartbeat: Duration) {
+        let Some(sealer) = &self.sealer else { return };
+        // The key steps every epoch, even when lines are sealed less often.
+        let step = sealer.lock().schedule().epoch().min(every);
+        let mut next_step = Instant::now() + step;
+        let mut next_tick = Instant::now() + every;
         let mut control = self.control.lock();
         while !control.closing {
             if !control.seal_now {
-                self.control_signal.wait_for(&mut control, every);
+                // While sealing fails, the interval's retry is the only seal.
+                let mut deadline = next_tick.min(next_step);
+                if !self.seal_failing.load(Ordering::Relaxed) {
+                    let since = sealer
+                        .lock()
+                        .last_seal_time()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .unwrap_or_default();
+                    deadline = deadline.min(Instant::now() + heartbeat.saturating_sub(since));
+                }
+                self.control_signal.wait_until(&mut control, deadline);
             }
             if control.closing {
                 break;
             }
-            control.seal_now = false;
+            let seal_now = std::mem::take(&mut control.seal_now);
             drop(control);
-            self.seal(Tracker::cut);
+            let now = Instant::now();
+            if now >= next_step {
+                next_step = after(next_step, step, now);
+                sealer.lock().tick(SystemTime::now());
+            }
+            let tick = now >= next_tick;
+            if tick {
+                next_tick = after(next_tick, every, now);
+            }
+            if seal_now || tick {
+                self.seal(Tracker::cut);
+            }
+            let idle_for = sealer
+                .lock()
+                .last_seal_time()
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            if idle_for.is_none_or(|d| d >= heartbeat) && !self.seal_failing.load(Ordering::Relaxed)
+            {
+                self.seal(Tracker::beat);
+            }
             control = self.control.lock();
         }
     }
 
     /// Takes cuts with `take` under the writer's lock, then (outside it)
-    /// syncs the log so the sealed bytes are on disk, and seals them.
+    /// syncs the log so the sealed bytes are on disk, and seals them (or,
+    /// with no new cut, retries what a failed seal left).
     fn seal(&self, take: impl FnOnce(&mut Tracker) -> Vec<crate::audit::seal::Cut>) {
         let Some(sealer) = &self.sealer else { return };
         let mut sealer = sealer.lock();
@@ -667,29 +802,72 @@ impl Shared {
             };
             (take(tracker), Arc::clone(&writer.file))
         };
-        if cuts.is_empty() {
+        if cuts.is_empty() && !sealer.pending() {
             return;
         }
-        if let Err(e) = self.timed_sync(&file) {
-            error!(self.log, "cannot sync the audit log before sealing it"; "error" => %e);
+        if !cuts.is_empty() {
+            if let Err(e) = self.timed_sync(&file) {
+                error!(self.log, "cannot sync the audit log before sealing it"; "error" => %e);
+            }
         }
-        match sealer.seal(cuts, SystemTime::now()) {
+        let started = Instant::now();
+        let result = sealer.seal(cuts, SystemTime::now());
+        self.metrics
+            .seal_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(sealed) => {
-                self.metrics
-                    .seals
-                    .inc_by(u64::try_from(sealed.len()).unwrap_or(u64::MAX));
-                for seal in sealed.iter().filter(|s| s.moved_sidecar.is_some()) {
-                    info!(self.log, "sealed the rotated audit log";
-                        "seal" => seal.seq,
-                        "sidecar" => %seal.moved_sidecar.as_deref().unwrap_or(Path::new("")).display());
+                self.sealed(&sealed);
+                if self.seal_failing.swap(false, Ordering::Relaxed) {
+                    *self.seal_problem.lock() = None;
+                    self.metrics.sealing_failing.set(0);
+                    info!(self.log, "sealing the audit log works again");
                 }
             }
             Err(e) => {
-                // The cuts stay queued in the sealer and go with the next seal.
+                // The cuts stay queued in the sealer; the next tick retries.
+                self.sealed(&sealer.take_made());
                 self.metrics.seal_failures.inc();
-                error!(self.log, "cannot seal the audit log; will retry"; "error" => %e);
+                self.metrics.sealing_failing.set(1);
+                *self.seal_problem.lock() = Some(e.to_string());
+                self.seal_failing.store(true, Ordering::Relaxed);
+                let mut warned = self.seal_warned.lock();
+                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    error!(self.log, "cannot seal the audit log; retrying every interval"; "error" => %e);
+                    *warned = Some(Instant::now());
+                }
             }
         }
+    }
+
+    /// Counts, logs and ships seals just made.
+    fn sealed(&self, sealed: &[Sealed]) {
+        self.metrics
+            .seals
+            .inc_by(u64::try_from(sealed.len()).unwrap_or(u64::MAX));
+        for seal in sealed {
+            if seal.why == Why::Beat {
+                self.metrics.heartbeats.inc();
+            }
+            if let Some(moved) = &seal.moved_sidecar {
+                info!(self.log, "sealed the rotated audit log";
+                    "seal" => seal.seq, "sidecar" => %moved.display());
+            }
+            if let Some(shipper) = &self.shipper {
+                shipper.lock().send(&seal.line);
+            }
+        }
+    }
+}
+
+/// The next deadline of a clock ticking every `period` after `deadline`
+/// passed at `now` (skipping ticks missed while busy).
+fn after(deadline: Instant, period: Duration, now: Instant) -> Instant {
+    let next = deadline + period;
+    if next <= now {
+        now + period
+    } else {
+        next
     }
 }
 
@@ -900,7 +1078,10 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(log.append(b"x\n"), Err(AppendError::Write(_))));
         }
-        assert_eq!(log.problem(), Some("the audit log cannot be written"));
+        assert_eq!(
+            log.problem().as_deref(),
+            Some("the audit log cannot be written")
+        );
         assert_eq!(
             count(&messages, "audit log write failed"),
             1,
@@ -913,7 +1094,10 @@ mod tests {
         log.append(b"y\n").unwrap();
         // (Reopening synced the old file, /dev/full, which fails: that
         // stays the problem until a sync succeeds.)
-        assert_eq!(log.problem(), Some("the last sync of the audit log failed"));
+        assert_eq!(
+            log.problem().as_deref(),
+            Some("the last sync of the audit log failed")
+        );
         log.sync().unwrap();
         assert_eq!(log.problem(), None);
         assert_eq!(count(&messages, "the audit log is writable again"), 1);
@@ -943,7 +1127,10 @@ mod tests {
             AuditLog::open(&path, SyncPolicy::Always, None, metrics.clone(), &discard()).unwrap();
         assert!(matches!(log.append(b"x\n"), Err(AppendError::Sync(_))));
         assert!(matches!(log.append(b"y\n"), Err(AppendError::Sync(_))));
-        assert_eq!(log.problem(), Some("the last sync of the audit log failed"));
+        assert_eq!(
+            log.problem().as_deref(),
+            Some("the last sync of the audit log failed")
+        );
         assert_eq!(metrics.sync_failures.get(), 2);
         assert!(log.sync().is_err());
         // A real file behind the path: the failed sync reopened it.
@@ -986,7 +1173,10 @@ mod tests {
             matches!(log.append(b"next\n"), Err(AppendError::Undo(_))),
             "a line was written after a torn one"
         );
-        assert_eq!(log.problem(), Some("the audit log cannot be written"));
+        assert_eq!(
+            log.problem().as_deref(),
+            Some("the audit log cannot be written")
+        );
         std::fs::remove_file(&path).unwrap();
         log.reopen().unwrap();
         log.append(b"clean\n").unwrap();
@@ -1002,15 +1192,39 @@ mod tests {
         metrics.seals.get() >= n
     }
 
-    /// A sealed log in `dir`: (log, its metrics, the verification key).
-    fn sealed_log(
+    /// An audit line stamped now.
+    fn stamped(what: &str) -> String {
+        format!(
+            "{} 127.0.0.1:1 E '{what}' is not an integer\n",
+            humantime::format_rfc3339_micros(SystemTime::now())
+        )
+    }
+
+    /// Strict verification up to now.
+    fn verify_now(
+        key: &crate::audit::seal::VerifyKey,
+        logs: &[PathBuf],
+    ) -> Result<crate::audit::seal::Report, crate::audit::seal::Failure> {
+        let options = crate::audit::seal::Options::strict(SystemTime::now());
+        crate::audit::seal::verify(key, logs, &options)
+    }
+
+    /// A sealed log in `dir` (key epoch = `interval`, heartbeat `beat`):
+    /// (log, its metrics, the verification key).
+    fn sealed_log_with(
         dir: &Path,
         interval: Duration,
-    ) -> (AuditLog, AuditMetrics, crate::audit::seal::Key) {
+        beat: Duration,
+        fail_closed: bool,
+    ) -> (AuditLog, AuditMetrics, crate::audit::seal::VerifyKey) {
         let state = dir.join("seal.state");
-        let key0 = crate::audit::seal::keygen(&state).unwrap();
+        let key = crate::audit::seal::keygen(&state, interval, SystemTime::now()).unwrap();
         let metrics = AuditMetrics::default();
-        let options = SealOptions { state, interval };
+        let options = SealOptions {
+            heartbeat: beat,
+            fail_closed,
+            ..SealOptions::new(state)
+        };
         let log = AuditLog::open(
             &dir.join("audit.log"),
             SyncPolicy::None,
@@ -1019,16 +1233,25 @@ mod tests {
             &discard(),
         )
         .unwrap();
-        (log, metrics, key0)
+        (log, metrics, key)
+    }
+
+    fn sealed_log(
+        dir: &Path,
+        interval: Duration,
+    ) -> (AuditLog, AuditMetrics, crate::audit::seal::VerifyKey) {
+        sealed_log_with(dir, interval, Duration::from_secs(3600), false)
     }
 
     #[test]
     fn new_lines_are_sealed_every_interval_and_at_close() {
         let dir = tempfile::tempdir().unwrap();
         let opened = Instant::now();
-        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_millis(200));
-        log.append(b"one\ntwo\n").unwrap();
-        assert!(sealed(&metrics, 1), "no seal within the interval");
+        let (log, metrics, key) = sealed_log(dir.path(), Duration::from_millis(200));
+        assert_eq!(metrics.seals.get(), 1, "the start seal");
+        log.append(stamped("one").as_bytes()).unwrap();
+        log.append(stamped("two").as_bytes()).unwrap();
+        assert!(sealed(&metrics, 2), "no seal within the interval");
         // Not sooner: the sealer waits out the interval.
         let first = opened.elapsed();
         assert!(
@@ -1036,13 +1259,13 @@ mod tests {
             "sealed after {first:?}"
         );
         let before_close = metrics.seals.get();
-        log.append(b"three\n").unwrap();
+        log.append(stamped("three").as_bytes()).unwrap();
         log.close();
         assert!(
             metrics.seals.get() > before_close,
             "close seals the last lines"
         );
-        let report = crate::audit::seal::verify(&key0, &[dir.path().join("audit.log")]).unwrap();
+        let report = verify_now(&key, &[dir.path().join("audit.log")]).unwrap();
         assert_eq!(report.lines, 3);
         assert!(
             report.unsealed.is_empty() && report.late.is_empty(),
@@ -1054,16 +1277,16 @@ mod tests {
     fn a_reopen_seals_the_file_it_ends_at_once() {
         // An interval of an hour: only the reopen can cause a seal.
         let dir = tempfile::tempdir().unwrap();
-        let (log, metrics, key0) = sealed_log(dir.path(), Duration::from_secs(3600));
+        let (log, metrics, key) = sealed_log(dir.path(), Duration::from_secs(3600));
         let path = dir.path().join("audit.log");
         let rotated = dir.path().join("audit.log.1");
-        log.append(b"one\n").unwrap();
+        log.append(stamped("one").as_bytes()).unwrap();
         std::fs::rename(&path, &rotated).unwrap();
         log.reopen().unwrap();
-        assert!(sealed(&metrics, 1), "the reopen did not seal");
-        log.append(b"two\n").unwrap();
+        assert!(sealed(&metrics, 2), "the reopen did not seal");
+        log.append(stamped("two").as_bytes()).unwrap();
         log.close();
-        let report = crate::audit::seal::verify(&key0, &[rotated, path]).unwrap();
+        let report = verify_now(&key, &[rotated, path]).unwrap();
         assert_eq!((report.files, report.lines), (2, 2));
         assert!(
             report.unsealed.is_empty() && report.late.is_empty(),
@@ -1079,12 +1302,12 @@ mod tests {
         // with an interval of an hour, only that switch can cause a seal.
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("seal.state");
-        crate::audit::seal::keygen(&state).unwrap();
+        crate::audit::seal::keygen(&state, Duration::from_secs(3600), SystemTime::now()).unwrap();
         let path = link(dir.path(), Path::new("/dev/null"));
         let metrics = AuditMetrics::default();
         let options = SealOptions {
-            state,
-            interval: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(3600),
+            ..SealOptions::new(state)
         };
         let log = AuditLog::open(
             &path,
@@ -1098,7 +1321,7 @@ mod tests {
         link(dir.path(), &file);
         assert!(matches!(log.append(b"x\n"), Err(AppendError::Sync(_))));
         assert!(
-            sealed(&metrics, 1),
+            sealed(&metrics, 2),
             "the switch to another file did not seal"
         );
         // The old file's seals end with `rotate` (its sidecar is set aside
@@ -1116,6 +1339,68 @@ mod tests {
         log.append(b"y\n").unwrap();
         log.close();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "y\n");
+    }
+
+    /// The state cannot be saved (its temporary name is taken by a
+    /// directory, which even root cannot write over): sealing fails, the
+    /// log says why (for `/readyz`), the gauge and counter show it, appends
+    /// fail closed; the sealer retries on its own clock, with no append to
+    /// wake it, and recovers.
+    #[test]
+    fn a_failing_seal_is_reported_retried_on_its_own_clock_and_can_fail_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics, _key) = sealed_log_with(
+            dir.path(),
+            Duration::from_millis(20),
+            Duration::from_secs(3600),
+            true,
+        );
+        let blocker = dir.path().join("seal.state.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        log.append(stamped("one").as_bytes()).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while metrics.seal_failures.get() < 2 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(metrics.seal_failures.get() >= 2, "not retried");
+        assert_eq!(metrics.sealing_failing.get(), 1);
+        let problem = log.problem().unwrap();
+        assert!(
+            problem.starts_with("sealing the audit log fails: "),
+            "{problem}"
+        );
+        assert!(matches!(
+            log.append(stamped("two").as_bytes()),
+            Err(AppendError::Unsealed(_))
+        ));
+        std::fs::remove_dir(&blocker).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while log.problem().is_some() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(log.problem(), None, "no recovery without appends");
+        assert_eq!(metrics.sealing_failing.get(), 0);
+        log.append(stamped("three").as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn an_idle_log_gets_a_heartbeat_seal_every_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let beat = Duration::from_millis(100);
+        let (log, metrics, key) =
+            sealed_log_with(dir.path(), Duration::from_millis(20), beat, false);
+        let started = Instant::now();
+        let until = started + Duration::from_secs(10);
+        while metrics.heartbeats.get() < 5 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = started.elapsed();
+        assert!(metrics.heartbeats.get() >= 5, "too few heartbeats");
+        assert!(took < beat * 5 * 3, "5 heartbeats took {took:?}");
+        let report = verify_now(&key, &[dir.path().join("audit.log")]).unwrap();
+        assert_eq!(report.end, crate::audit::seal::End::Live);
+        assert!(report.heartbeats >= 5);
+        log.close();
     }
 
     #[test]

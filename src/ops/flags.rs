@@ -56,9 +56,21 @@ pub struct ServerArgs {
     #[arg(long, env = "PRIME_SERVER_AUDIT_SEAL")]
     pub audit_seal: Option<PathBuf>,
 
-    /// With --audit-seal, how often new lines are sealed (10ms to 1h)
-    #[arg(long, env = "PRIME_SERVER_SEAL_INTERVAL", default_value = "1s", value_parser = parse_seal_interval)]
-    pub seal_interval: Duration,
+    /// With --audit-seal, how often new lines are sealed (10ms to 1h) [default: the key epoch chosen by `prime-audit keygen --seal-interval`]
+    #[arg(long, env = "PRIME_SERVER_SEAL_INTERVAL", value_parser = parse_seal_interval)]
+    pub seal_interval: Option<Duration>,
+
+    /// With --audit-seal, the longest time without a seal while no lines are written: a heartbeat seal comes at least this often (10ms to 1h, at least the seal interval)
+    #[arg(long, env = "PRIME_SERVER_SEAL_HEARTBEAT", default_value = "1m", value_parser = parse_seal_interval)]
+    pub seal_heartbeat: Duration,
+
+    /// With --audit-seal, also send every seal record to this syslog collector (HOST:PORT, RFC 5424 over TCP, octet-counted) so a copy lives off this machine [default: off]
+    #[arg(long, env = "PRIME_SERVER_SEAL_SYSLOG", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub seal_syslog: Option<String>,
+
+    /// With --audit-seal, answer no request while sealing fails (as when the audit log cannot be written) instead of answering unsealed
+    #[arg(long, env = "PRIME_SERVER_SEAL_FAIL_CLOSED")]
+    pub seal_fail_closed: bool,
 
     /// Heavy-lane threads: big-number (above 2^64) tests run at once, at most [default: number of cores]
     #[arg(long, env = "PRIME_SERVER_BIG_TESTS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
@@ -217,6 +229,9 @@ impl ServerArgs {
             audit_seal: self.audit_seal.as_ref().map(|state| SealOptions {
                 state: state.clone(),
                 interval: self.seal_interval,
+                heartbeat: self.seal_heartbeat,
+                syslog: self.seal_syslog.clone(),
+                fail_closed: self.seal_fail_closed,
             }),
             server: ServerOptions {
                 heavy_threads: self.big_tests.unwrap_or_else(cores),
@@ -275,7 +290,23 @@ pub fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     parse_bounded_duration(text, MAX_IDLE)
 }
 
-/// Parses a seal interval: from 10 ms to an hour.
+/// Parses `HOST:PORT` without resolving it (a collector may be resolved
+/// anew at each connection): a non-empty host, a port from 1 to 65535.
+///
+/// # Errors
+///
+/// A message clap prints.
+pub fn parse_host_port(text: &str) -> Result<String, String> {
+    let bad = || format!("not of the form HOST:PORT: {text}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(text.to_owned())
+}
+
+/// Parses a seal interval (or heartbeat): from 10 ms to an hour.
 ///
 /// # Errors
 ///
@@ -326,6 +357,24 @@ mod tests {
         assert_eq!(config.server.limits, Limits::default());
         assert_eq!(config.prime.keep_alive, None);
         assert_eq!(config.server, ServerOptions::default());
+        assert_eq!(config.audit_seal, None);
+        let sealed = ServerArgs::try_parse_from([
+            "p",
+            "--audit-seal",
+            "s",
+            "--seal-syslog",
+            "[::1]:514",
+            "--seal-fail-closed",
+        ])
+        .unwrap()
+        .config()
+        .audit_seal
+        .unwrap();
+        assert_eq!(
+            (sealed.interval, sealed.heartbeat, sealed.fail_closed),
+            (None, Duration::from_secs(60), true)
+        );
+        assert_eq!(sealed.syslog.as_deref(), Some("[::1]:514"));
     }
 
     #[test]
@@ -353,6 +402,9 @@ mod tests {
             ("--max-rate-per-ip", "0/s"),
             ("--trusted-proxies", "10.0.0.0/99"),
             ("--seal-interval", "1ms"),
+            ("--seal-heartbeat", "2h"),
+            ("--seal-syslog", "collector"),
+            ("--seal-syslog", "collector:0"),
             ("--audit-sync", "sometimes"),
         ] {
             let err = ServerArgs::try_parse_from(["p", flag, value]).unwrap_err();

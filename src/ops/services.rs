@@ -20,7 +20,7 @@ impl Service for PrimeService {
     }
 
     fn unready(&self) -> Option<String> {
-        self.audit().problem().map(str::to_owned)
+        self.audit().problem()
     }
 
     fn reloader(self: &Arc<Self>) -> Option<Reload> {

@@ -212,12 +212,16 @@ impl Deployment {
                 launch.audit_log = Some(tools.scratch.join(format!("audit-{n}.log")));
                 if let Some(interval) = variant.seal {
                     let state = tools.scratch.join(format!("seal-{n}.state"));
-                    keygen(&tools.prime_audit, &state)?;
+                    keygen(&tools.prime_audit, &state, interval)?;
+                    // The heartbeat may not be shorter than the interval.
+                    let heartbeat = interval.max(Duration::from_secs(60));
                     launch.args.extend([
                         OsString::from("--audit-seal"),
                         state.into_os_string(),
                         OsString::from("--seal-interval"),
                         OsString::from(flag_duration(interval)),
+                        OsString::from("--seal-heartbeat"),
+                        OsString::from(flag_duration(heartbeat)),
                     ]);
                 }
                 if variant.haproxy {
@@ -290,11 +294,13 @@ fn sum<T: std::iter::Sum<T>>(values: impl Iterator<Item = Option<T>>) -> Option<
     values.sum()
 }
 
-/// Makes a sealing state with `prime-audit keygen`.
-fn keygen(prime_audit: &Path, state: &Path) -> anyhow::Result<()> {
+/// Makes a sealing state with `prime-audit keygen`, its key epoch the
+/// seal interval.
+fn keygen(prime_audit: &Path, state: &Path, interval: Duration) -> anyhow::Result<()> {
     let out = std::process::Command::new(prime_audit)
         .args(["keygen", "--state"])
         .arg(state)
+        .args(["--seal-interval", &flag_duration(interval)])
         .output()
         .with_context(|| format!("cannot run {}", prime_audit.display()))?;
     if !out.status.success() {

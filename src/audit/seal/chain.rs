@@ -209,6 +209,19 @@ impl Tracker {
         cuts
     }
 
+    /// The heartbeat cut: like [`Tracker::cut`], but always one cut, a
+    /// heartbeat when nothing new was written since the last cut.
+    pub fn beat(&mut self) -> Vec<Cut> {
+        let mut cuts = std::mem::take(&mut self.boundary);
+        let why = if self.has_new_lines() {
+            Why::Interval
+        } else {
+            Why::Beat
+        };
+        cuts.push(self.take_cut(why));
+        cuts
+    }
+
     /// The final cut at shutdown: always one seal, even with no new lines,
     /// so the chain records a clean stop.
     pub fn shutdown(&mut self) -> Vec<Cut> {
@@ -305,6 +318,11 @@ mod tests {
             (last[0].why, last[0].lines, last[0].n),
             (Why::Shutdown, 1, 1)
         );
+        // A heartbeat cut comes even with nothing new; with new lines it is
+        // an interval cut.
+        assert_eq!(t.beat()[0].why, Why::Beat);
+        t.observe(b"x\n");
+        assert_eq!(t.beat()[0].why, Why::Interval);
     }
 
     #[test]

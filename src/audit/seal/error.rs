@@ -17,6 +17,14 @@ pub enum SealError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Another sealer (another server, most likely) holds the state's lock.
+    #[error("the sealing state {} is in use by another process (it holds the lock {}): two servers must not share a sealing state, since they would sign different seals with the same keys; give each server its own (prime-audit keygen)", state.display(), lock.display())]
+    StateInUse {
+        /// The state file.
+        state: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
     /// `keygen` would overwrite an existing state.
     #[error("{} already exists; refusing to overwrite a sealing state", .0.display())]
     StateExists(PathBuf),

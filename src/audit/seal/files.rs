@@ -1,8 +1,9 @@
 //! Files on disk: identities that survive renames, the sidecar's path and
 //! text, durable renames.
 
+use super::record::MAX_SEAL_FILE_LINE;
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -97,19 +98,161 @@ pub(super) fn dir_of(path: &Path) -> &Path {
     }
 }
 
-/// Reads a sidecar: its complete lines and any torn tail (bytes after the
-/// last newline).
-pub(super) fn read_sidecar(path: &Path) -> io::Result<Option<(Vec<String>, Vec<u8>)>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+/// The end of a sidecar, which is all the sealer needs of it.
+#[derive(Debug, Default)]
+pub(super) struct SidecarTail {
+    /// Its last complete seal line (fingerprint lines skipped).
+    pub last_seal: Option<String>,
+    /// Bytes after its last newline: a record torn by a crash.
+    pub torn: Vec<u8>,
+}
+
+/// Reads the end of the sidecar at `path` (at most what one fingerprint
+/// line and one seal line take), or `None` if there is none.
+pub(super) fn sidecar_tail(path: &Path) -> io::Result<Option<SidecarTail>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let size = file.metadata()?.len();
+    let want = (2 * MAX_SEAL_FILE_LINE) as u64;
+    let from = size.saturating_sub(want);
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(want).read_to_end(&mut bytes)?;
     let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (complete, torn) = bytes.split_at(cut);
-    let lines = String::from_utf8_lossy(complete)
+    let last_seal = String::from_utf8_lossy(complete)
         .lines()
-        .map(str::to_owned)
-        .collect();
-    Ok(Some((lines, torn.to_vec())))
+        .rev()
+        .find(|l| l.starts_with("seal "))
+        .map(str::to_owned);
+    Ok(Some(SidecarTail {
+        last_seal,
+        torn: torn.to_vec(),
+    }))
+}
+
+/// Why a file given to the verifier cannot be read as one.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// The OS refused.
+    Io(io::Error),
+    /// It is not a regular file (a FIFO, a device, a directory...).
+    NotRegular(&'static str),
+}
+
+/// Opens `path` for reading only if it is a regular file: opened without
+/// blocking (a FIFO would otherwise wait for a writer) and checked with
+/// `fstat` on the open descriptor, so it cannot be swapped in between.
+pub(super) fn open_regular(path: &Path) -> Result<File, OpenError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(OpenError::Io)?;
+    let kind = file.metadata().map_err(OpenError::Io)?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    Err(OpenError::NotRegular(if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }))
+}
+
+/// A line longer than allowed, or an I/O error, while reading lines.
+#[derive(Debug)]
+pub(super) enum LineError {
+    /// The OS error.
+    Io(io::Error),
+    /// A line (its newline included) longer than the limit.
+    TooLong,
+}
+
+/// Reads the next line of `reader` (with its `\n`, if any) into `line`,
+/// refusing lines longer than `max` bytes without reading further.
+/// Returns whether a line was read (false at the end of the file).
+pub(super) fn read_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> Result<bool, LineError> {
+    line.clear();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LineError::Io(e)),
+        };
+        if available.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if line.len() + take > max {
+            return Err(LineError::TooLong);
+        }
+        line.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// An exclusive lock on `<state>.lock`, held while a sealer uses the state.
+/// A lock file beside the state, because the state itself is replaced by
+/// rename at every seal (a lock on it would stay on the old inode).
+#[derive(Debug)]
+pub(super) struct StateLock {
+    /// The lock file, locked with `flock`; closing it releases the lock.
+    _file: File,
+}
+
+impl StateLock {
+    /// The lock file of a state.
+    pub(super) fn path_of(state: &Path) -> PathBuf {
+        let mut name = state.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock without waiting. `Ok(None)`: another process (or
+    /// another sealer in this one) holds it.
+    pub(super) fn take(state: &Path) -> io::Result<Option<StateLock>> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(StateLock::path_of(state))?;
+        // SAFETY: flock(2) on a descriptor we own; no memory involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Some(StateLock { _file: file }));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
 }

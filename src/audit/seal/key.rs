@@ -1,17 +1,14 @@
-//! The sealing key `k_i` and its one-way step; SHA-256 helpers.
+//! Keys: the secret seed `K_0` with the schedule that binds its keys to
+//! time (together, the verification key), and SHA-256 helpers.
 
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 /// Bytes in a key, a hash and a MAC (SHA-256 sized).
 pub(super) const KEY_LEN: usize = 32;
-
-/// Domain separation for the key step, so `k_{i+1}` is never a hash that
-/// means anything else.
-const KEY_STEP_TAG: &[u8] = b"prime-audit key step v1\0";
 
 /// A 32-byte SHA-256 value: the running hash or a seal line's hash.
 pub type Hash32 = [u8; KEY_LEN];
@@ -19,10 +16,15 @@ pub type Hash32 = [u8; KEY_LEN];
 /// The all-zero hash: `h_0`, and `prev` of seal 0.
 pub(super) const ZERO: Hash32 = [0; KEY_LEN];
 
-type HmacSha256 = Hmac<Sha256>;
+/// Shortest and longest key epoch (`--seal-interval` at keygen).
+pub const EPOCH_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(3600));
 
-/// A sealing key `k_i`; zeroized when dropped, never printed by `Debug`.
-pub struct Key(pub(super) Zeroizing<[u8; KEY_LEN]>);
+/// A 32-byte secret (the seed `K_0`, or a key an attacker stole from a
+/// state file). It lives on the heap, so moving a `Key` copies a pointer,
+/// never the bytes; they are zeroed when it is dropped, and `Debug` never
+/// prints them.
+pub struct Key(pub(super) Box<[u8; KEY_LEN]>);
 
 /// Why a key given as text was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -30,72 +32,57 @@ pub enum KeyError {
     /// Not exactly 64 hexadecimal digits.
     #[error("a key is 64 hexadecimal digits")]
     BadHex,
+    /// Not `KEY-START-EPOCH` as `prime-audit keygen` prints it.
+    #[error("a verification key is 64 hex digits, the start time and the epoch in milliseconds, joined by `-` (as prime-audit keygen prints it)")]
+    BadToken,
 }
 
 impl Key {
-    /// A fresh random `k_0` from the operating system.
+    /// A fresh random key from the operating system.
     ///
     /// # Errors
     ///
     /// The OS random source failed.
     pub fn generate() -> Result<Key, getrandom::Error> {
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        getrandom::fill(bytes.as_mut())?;
-        Ok(Key(bytes))
+        let mut key = Key(Box::new([0u8; KEY_LEN]));
+        getrandom::fill(key.0.as_mut())?;
+        Ok(key)
     }
 
-    /// Parses 64 hex digits (surrounding whitespace ignored).
+    /// Parses 64 hex digits (surrounding whitespace ignored), decoding
+    /// straight into the key's own heap bytes.
     ///
     /// # Errors
     ///
     /// [`KeyError::BadHex`] for anything else.
     pub fn from_hex(text: &str) -> Result<Key, KeyError> {
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        hex::decode_to_slice(text.trim(), bytes.as_mut()).map_err(|_| KeyError::BadHex)?;
-        Ok(Key(bytes))
+        let mut key = Key(Box::new([0u8; KEY_LEN]));
+        hex::decode_to_slice(text.trim(), key.0.as_mut()).map_err(|_| KeyError::BadHex)?;
+        Ok(key)
     }
 
-    /// The key as 64 lowercase hex digits, erased when dropped.
-    pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(hex::encode(self.0.as_ref()))
+    /// Appends the key as 64 lowercase hex digits to `out`, which must have
+    /// room for them (so it never reallocates and leaves a copy behind).
+    pub(super) fn push_hex(bytes: &[u8; KEY_LEN], out: &mut String) {
+        let mut digits = [0u8; 2 * KEY_LEN];
+        // 64 bytes into a 64-byte buffer cannot fail.
+        let _ = hex::encode_to_slice(bytes, &mut digits);
+        debug_assert!(out.capacity() - out.len() >= digits.len());
+        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        digits.zeroize();
     }
 
-    /// The next key, `k_{i+1} = SHA-256(tag || k_i)`: one-way, so holding it
-    /// says nothing about `k_i`.
-    pub(super) fn step(&self) -> Key {
-        let mut hasher = Sha256::new();
-        hasher.update(KEY_STEP_TAG);
-        hasher.update(self.0.as_ref());
-        let mut next = Zeroizing::new([0u8; KEY_LEN]);
-        next.copy_from_slice(&hasher.finalize());
-        Key(next)
+    /// A copy on the heap (the copy is erased when dropped, as this one is).
+    pub(super) fn duplicate(&self) -> Key {
+        let mut copy = Key(Box::new([0u8; KEY_LEN]));
+        copy.0.copy_from_slice(self.0.as_ref());
+        copy
     }
+}
 
-    /// Replaces this key by the next one, erasing it.
-    pub fn advance(&mut self) {
-        *self = self.step();
-    }
-
-    /// HMAC-SHA-256 of `message` with this key.
-    pub(super) fn mac(&self, message: &[u8]) -> Hash32 {
-        let mut mac = self.hmac();
-        mac.update(message);
-        let mut out = [0u8; KEY_LEN];
-        out.copy_from_slice(&mac.finalize().into_bytes());
-        out
-    }
-
-    /// Whether `tag` is this key's MAC of `message`, compared in constant time.
-    pub(super) fn verifies(&self, message: &[u8], tag: &[u8]) -> bool {
-        let mut mac = self.hmac();
-        mac.update(message);
-        mac.verify_slice(tag).is_ok()
-    }
-
-    fn hmac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length, so this cannot fail.
-        <HmacSha256 as KeyInit>::new_from_slice(self.0.as_ref())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts a 32-byte key"))
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -105,7 +92,109 @@ impl fmt::Debug for Key {
     }
 }
 
-/// SHA-256 of `bytes`, as an array.
+/// When the key epochs start and how long each lasts: epoch `e` is the time
+/// `[start + e * epoch, start + (e + 1) * epoch)`. A seal made in epoch `e`
+/// is made with that epoch's keys and carries a time inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Start of epoch 0, in milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    /// Length of an epoch in milliseconds.
+    pub epoch_ms: u64,
+}
+
+impl Schedule {
+    /// A schedule starting at `start` (truncated to the millisecond) with
+    /// epochs of `epoch` (truncated to the millisecond).
+    pub fn new(start: SystemTime, epoch: Duration) -> Schedule {
+        Schedule {
+            start_ms: micros(start) / 1000,
+            epoch_ms: u64::try_from(epoch.as_millis()).unwrap_or(u64::MAX).max(1),
+        }
+    }
+
+    /// The epoch holding the time `t_us` (microseconds since the Unix
+    /// epoch), or `None` before epoch 0.
+    pub fn epoch_of(&self, t_us: u64) -> Option<u64> {
+        let start = self.start_ms.saturating_mul(1000);
+        (t_us >= start).then(|| (t_us - start) / self.epoch_ms.saturating_mul(1000))
+    }
+
+    /// The epoch's length.
+    pub fn epoch(&self) -> Duration {
+        Duration::from_millis(self.epoch_ms)
+    }
+
+    /// The start of epoch 0, in microseconds.
+    pub fn start_us(&self) -> u64 {
+        self.start_ms.saturating_mul(1000)
+    }
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The verification key: the seed `K_0` and its [`Schedule`]. Printed by
+/// `prime-audit keygen` as one token, `<64 hex>-<start ms>-<epoch ms>`.
+#[derive(Debug)]
+pub struct VerifyKey {
+    /// `K_0`: every key of the chain derives from it.
+    pub seed: Key,
+    /// When its epochs start and how long they are.
+    pub schedule: Schedule,
+}
+
+impl VerifyKey {
+    /// Parses the token `prime-audit keygen` printed (whitespace around it
+    /// ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::BadToken`] for anything else.
+    pub fn parse(token: &str) -> Result<VerifyKey, KeyError> {
+        let mut parts = token.trim().split('-');
+        let (Some(seed), Some(start), Some(epoch), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::BadToken);
+        };
+        let seed = Key::from_hex(seed).map_err(|_| KeyError::BadToken)?;
+        let number = |t: &str| {
+            (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse::<u64>().ok())
+                .flatten()
+                .ok_or(KeyError::BadToken)
+        };
+        let schedule = Schedule {
+            start_ms: number(start)?,
+            epoch_ms: number(epoch)?,
+        };
+        let (low, high) = EPOCH_BOUNDS;
+        if Duration::from_millis(schedule.epoch_ms) < low
+            || Duration::from_millis(schedule.epoch_ms) > high
+        {
+            return Err(KeyError::BadToken);
+        }
+        Ok(VerifyKey { seed, schedule })
+    }
+
+    /// The token, erased when dropped.
+    pub fn token(&self) -> zeroize::Zeroizing<String> {
+        let mut s = zeroize::Zeroizing::new(String::with_capacity(128));
+        Key::push_hex(&self.seed.0, &mut s);
+        s.push_str(&format!(
+            "-{}-{}",
+            self.schedule.start_ms, self.schedule.epoch_ms
+        ));
+        s
+    }
+}
+
+/// SHA-256 of `bytes`, as an array (for public data only: the running hash,
+/// seal lines).
 pub(super) fn sha256(bytes: &[u8]) -> Hash32 {
     Sha256::digest(bytes).into()
 }
@@ -115,36 +204,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_steps_are_deterministic_distinct_and_hex_roundtrips() {
+    fn keys_round_trip_as_hex_and_tokens_and_never_print() {
         let k0 = Key::generate().unwrap();
-        let k1 = k0.step();
-        assert_ne!(k0.0.as_ref(), k1.0.as_ref());
-        assert_eq!(k0.step().0.as_ref(), k1.0.as_ref());
-        let mut k = Key(k0.0.clone());
-        k.advance();
-        assert_eq!(k.0.as_ref(), k1.0.as_ref());
-        // The step is SHA-256 of the tag and the key, as documented.
-        let mut h = Sha256::new();
-        h.update(b"prime-audit key step v1\0");
-        h.update(k0.0.as_ref());
-        assert_eq!(k1.0.as_ref(), &<Hash32>::from(h.finalize()));
-        let again = Key::from_hex(&format!(" {}\n", k0.to_hex().as_str())).unwrap();
-        assert_eq!(again.0.as_ref(), k0.0.as_ref());
+        let mut hex_text = String::with_capacity(64);
+        Key::push_hex(&k0.0, &mut hex_text);
+        let again = Key::from_hex(&format!(" {hex_text}\n")).unwrap();
+        assert_eq!(again.0, k0.0);
         assert_eq!(Key::from_hex("abc").unwrap_err(), KeyError::BadHex);
         assert_eq!(
             Key::from_hex(&"g".repeat(64)).unwrap_err(),
             KeyError::BadHex
         );
         assert_eq!(format!("{k0:?}"), "Key(..)");
+        let vk = VerifyKey {
+            seed: k0.duplicate(),
+            schedule: Schedule {
+                start_ms: 1_790_000_000_123,
+                epoch_ms: 1000,
+            },
+        };
+        let token = vk.token();
+        assert_eq!(token.as_str(), format!("{hex_text}-1790000000123-1000"));
+        let back = VerifyKey::parse(&token).unwrap();
+        assert_eq!((&back.seed.0, back.schedule), (&k0.0, vk.schedule));
+        for bad in [
+            hex_text.clone(),
+            format!("{hex_text}-1-"),
+            format!("{hex_text}-1-5"),
+            format!("{hex_text}-x-1000"),
+            format!("{hex_text}-1-1000-2"),
+            format!("{hex_text}-+1-1000"),
+        ] {
+            assert_eq!(VerifyKey::parse(&bad).unwrap_err(), KeyError::BadToken);
+        }
     }
 
     #[test]
-    fn a_mac_verifies_only_with_its_own_key() {
-        let k0 = Key::generate().unwrap();
-        let tag = k0.mac(b"message");
-        assert!(k0.verifies(b"message", &tag));
-        assert!(!k0.verifies(b"messagf", &tag));
-        assert!(!k0.step().verifies(b"message", &tag));
-        assert!(!k0.verifies(b"message", &tag[..31]));
+    fn epochs_are_half_open_intervals_from_the_start() {
+        let s = Schedule {
+            start_ms: 1000,
+            epoch_ms: 250,
+        };
+        assert_eq!(s.epoch_of(999_999), None);
+        assert_eq!(s.epoch_of(1_000_000), Some(0));
+        assert_eq!(s.epoch_of(1_249_999), Some(0));
+        assert_eq!(s.epoch_of(1_250_000), Some(1));
+        assert_eq!(
+            Schedule::new(UNIX_EPOCH + Duration::from_micros(1_234_567), s.epoch()),
+            Schedule {
+                start_ms: 1234,
+                epoch_ms: 250
+            }
+        );
     }
 }

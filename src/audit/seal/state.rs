@@ -4,23 +4,27 @@ use super::chain::Segment;
 use super::error::{io_err, SealError};
 use super::fields::{number, Fields};
 use super::files::{sync_dir, wipe, FileId};
-use super::key::{Hash32, Key, ZERO};
+use super::key::{Hash32, Key, Schedule, VerifyKey, ZERO};
+use super::ratchet::Ratchet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
 
 /// First line of a state file.
-const STATE_MAGIC: &str = "prime-audit state v1";
+const STATE_MAGIC: &str = "prime-audit state v2";
 
 /// The persisted sealing state: everything needed to continue the chain.
 pub(super) struct State {
+    /// The key epochs (fixed at keygen).
+    pub(super) schedule: Schedule,
+    /// The key position after the last seal, and its keys.
+    pub(super) ratchet: Ratchet,
     /// Number of the next seal.
     pub(super) next_seq: u64,
-    /// `k_{next_seq}`.
-    pub(super) key: Key,
     /// SHA-256 of the last seal line (zeros before the first).
     pub(super) prev: Hash32,
     /// Running hash at the last seal.
@@ -39,10 +43,11 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn fresh(key: Key) -> State {
+    pub(super) fn fresh(seed: &Key, schedule: Schedule) -> State {
         State {
+            schedule,
+            ratchet: Ratchet::from_seed(seed),
             next_seq: 0,
-            key,
             prev: ZERO,
             hash: ZERO,
             seg: None,
@@ -55,16 +60,30 @@ impl State {
 
     pub(super) fn render(&self) -> Zeroizing<String> {
         // Sized up front: a growing String reallocates and frees its old
-        // buffer, key included, without zeroizing it.
-        let room = 1024 + self.last.as_ref().map_or(0, String::len);
+        // buffer, keys included, without zeroizing it.
+        let room = 2048 + self.last.as_ref().map_or(0, String::len);
         let mut s = Zeroizing::new(String::with_capacity(room));
         let dash = || "-".to_owned();
         s.push_str(STATE_MAGIC);
         s.push('\n');
+        s.push_str(&format!("start={}\n", self.schedule.start_ms));
+        s.push_str(&format!("epoch={}\n", self.schedule.epoch_ms));
+        s.push_str(&format!(
+            "position={} {}\n",
+            self.ratchet.epoch(),
+            self.ratchet.sub()
+        ));
+        let (seal, next, outer) = self.ratchet.keys();
+        for (name, key) in [
+            ("seal_key=", seal),
+            ("next_key=", next),
+            ("outer_key=", outer),
+        ] {
+            s.push_str(name);
+            Key::push_hex(key, &mut s);
+            s.push('\n');
+        }
         s.push_str(&format!("next={}\n", self.next_seq));
-        s.push_str("key=");
-        s.push_str(&self.key.to_hex());
-        s.push('\n');
         s.push_str(&format!("prev={}\n", hex::encode(self.prev)));
         s.push_str(&format!("hash={}\n", hex::encode(self.hash)));
         match &self.seg {
@@ -94,11 +113,37 @@ impl State {
 
     pub(super) fn parse(text: &str) -> Result<State, String> {
         let mut f = Fields::lines(text);
-        if f.raw() != Some(STATE_MAGIC) {
-            return Err(format!("the first line is not `{STATE_MAGIC}`"));
+        match f.raw() {
+            Some(STATE_MAGIC) => {}
+            Some("prime-audit state v1") => {
+                return Err("it was made by an older prime-audit, before keys were bound to time: \
+                     start a new chain (prime-audit keygen) and keep the old files to verify with the old prime-audit"
+                    .into())
+            }
+            _ => return Err(format!("the first line is not `{STATE_MAGIC}`")),
         }
+        let schedule = Schedule {
+            start_ms: f.number("start")?,
+            epoch_ms: f.number("epoch")?,
+        };
+        if schedule.epoch_ms == 0 {
+            return Err("the epoch is 0".into());
+        }
+        let position = f.text("position")?;
+        let (epoch, sub) = position.split_once(' ').ok_or("bad `position` line")?;
+        let (epoch, sub) = (number(epoch, "position")?, number(sub, "position")?);
+        let (seal, next, outer) = (
+            f.text("seal_key")?,
+            f.text("next_key")?,
+            f.text("outer_key")?,
+        );
+        let ratchet = Ratchet::restore(epoch, sub, |s, n, o| {
+            [(seal, s), (next, n), (outer, o)]
+                .into_iter()
+                .all(|(text, key)| hex::decode_to_slice(text, key).is_ok())
+        })
+        .ok_or("a key is not 64 hex digits")?;
         let next_seq = f.number("next")?;
-        let key = Key::from_hex(f.text("key")?).map_err(|e| e.to_string())?;
         let prev = f.hash("prev")?;
         let hash = f.hash("hash")?;
         let seg = match f.text("file")? {
@@ -125,8 +170,9 @@ impl State {
             return Err("seals were made but the file, sidecar or last seal is missing".into());
         }
         Ok(State {
+            schedule,
+            ratchet,
             next_seq,
-            key,
             prev,
             hash,
             seg,
@@ -213,16 +259,27 @@ fn parse_segment(text: &str) -> Result<Segment, String> {
     })
 }
 
-/// Writes the initial state (`k_0`, no seals) to `path`, mode 0600, and
-/// returns the key to print: the verification key.
+/// The key schedule of the state at `path` (read without locking it).
+///
+/// # Errors
+///
+/// The state cannot be read, or is not a sealing state.
+pub fn schedule_of(path: &Path) -> Result<Schedule, SealError> {
+    Ok(State::load(path)?.schedule)
+}
+
+/// Writes the initial state (no seals; keys from a fresh random seed `K_0`,
+/// epochs of `epoch` from `start`) to `path`, mode 0600, and returns the
+/// verification key to print.
 ///
 /// # Errors
 ///
 /// [`SealError::StateExists`] if `path` exists (never overwritten), an I/O
 /// error, or no randomness.
-pub fn keygen(path: &Path) -> Result<Key, SealError> {
-    let key = Key::generate().map_err(SealError::Random)?;
-    let state = State::fresh(Key(key.0.clone()));
+pub fn keygen(path: &Path, epoch: Duration, start: SystemTime) -> Result<VerifyKey, SealError> {
+    let seed = Key::generate().map_err(SealError::Random)?;
+    let schedule = Schedule::new(start, epoch);
+    let state = State::fresh(&seed, schedule);
     let text = state.render();
     let mut file = match OpenOptions::new()
         .write(true)
@@ -240,7 +297,7 @@ pub fn keygen(path: &Path) -> Result<Key, SealError> {
         .and_then(|()| file.sync_all())
         .map_err(io_err("write the sealing state", path))?;
     sync_dir(path).map_err(io_err("sync the directory of", path))?;
-    Ok(key)
+    Ok(VerifyKey { seed, schedule })
 }
 
 #[cfg(test)]
@@ -252,16 +309,26 @@ mod tests {
     fn state_files_round_trip_are_0600_and_refuse_loose_permissions_or_junk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let key = keygen(&path).unwrap();
+        let epoch = Duration::from_millis(250);
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let key = keygen(&path, epoch, start).unwrap();
+        assert_eq!(key.schedule, Schedule::new(start, epoch));
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert!(matches!(keygen(&path), Err(SealError::StateExists(_))));
+        assert!(matches!(
+            keygen(&path, epoch, start),
+            Err(SealError::StateExists(_))
+        ));
         let state = State::load(&path).unwrap();
-        assert_eq!(state.key.0.as_ref(), key.0.as_ref());
-        assert_eq!(state.next_seq, 0);
+        let fresh = Ratchet::from_seed(&key.seed);
+        assert_eq!(state.ratchet.keys(), fresh.keys());
+        assert_eq!((state.next_seq, state.schedule), (0, key.schedule));
+        let mut ratchet = fresh.duplicate();
+        ratchet.advance_to(5000);
         let mut next = State {
+            ratchet,
             next_seq: 3,
             seg: Some(Segment {
                 fileno: 1,
@@ -273,7 +340,7 @@ mod tests {
             lines: 2,
             sidecar: Some(FileId { dev: 9, ino: 11 }),
             last: Some(sample_record().to_line()),
-            ..State::fresh(key.step())
+            ..State::fresh(&key.seed, key.schedule)
         };
         next.hash = [3; 32];
         next.save(&path).unwrap();
@@ -283,16 +350,22 @@ mod tests {
         );
         let back = State::load(&path).unwrap();
         assert_eq!(*back.render(), *next.render());
+        assert_eq!((back.ratchet.epoch(), back.ratchet.sub()), (5000, 0));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             State::load(&path),
             Err(SealError::StatePermissions { .. })
         ));
-        std::fs::write(&path, "prime-audit state v1\nnext=x\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(
-            State::load(&path),
-            Err(SealError::StateCorrupt { .. })
-        ));
+        for junk in [
+            "prime-audit state v2\nstart=x\n",
+            "prime-audit state v1\nnext=0\n",
+        ] {
+            std::fs::write(&path, junk).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(matches!(
+                State::load(&path),
+                Err(SealError::StateCorrupt { .. })
+            ));
+        }
     }
 }
