@@ -39,16 +39,16 @@
 //!   retried every interval; while sealing fails the log reports not-ready
 //!   and, with `--seal-fail-closed`, appends fail closed.
 
+use crate::audit::line::{format_lines, Entry};
 use crate::audit::metrics::AuditMetrics;
+use crate::audit::policy::SyncPolicy;
 use crate::audit::seal::{self, FileId, SealError, Sealed, Sealer, Shipper, Tracker, Why};
 use parking_lot::{Condvar, Mutex};
 use slog::{error, info, warn, Logger};
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -57,60 +57,6 @@ use thiserror::Error;
 
 /// Least time between two warnings about failing appends.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
-/// Shortest and longest `interval:DUR` accepted.
-const SYNC_INTERVAL_BOUNDS: (Duration, Duration) =
-    (Duration::from_millis(1), Duration::from_secs(3600));
-
-/// How durable an answered request's audit line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncPolicy {
-    /// In the kernel before the reply: survives `kill -9`, not a power cut.
-    #[default]
-    None,
-    /// `fdatasync` every so often: a power cut loses at most this much.
-    Interval(Duration),
-    /// `fdatasync` before the reply, shared by concurrent requests.
-    Always,
-}
-
-impl FromStr for SyncPolicy {
-    type Err = String;
-
-    /// `none`, `interval:DUR` (e.g. `interval:100ms`) or `always`.
-    fn from_str(text: &str) -> Result<SyncPolicy, String> {
-        match text {
-            "none" => Ok(SyncPolicy::None),
-            "always" => Ok(SyncPolicy::Always),
-            _ => {
-                let Some(interval) = text.strip_prefix("interval:") else {
-                    return Err(format!(
-                        "'{text}' is not a sync policy: use none, interval:DUR (e.g. interval:1s) or always"
-                    ));
-                };
-                let d = humantime::parse_duration(interval)
-                    .map_err(|e| format!("bad interval '{interval}': {e}"))?;
-                let (min, max) = SYNC_INTERVAL_BOUNDS;
-                if d < min || d > max {
-                    return Err(format!(
-                        "the interval must be between 1ms and 1h, not {interval}"
-                    ));
-                }
-                Ok(SyncPolicy::Interval(d))
-            }
-        }
-    }
-}
-
-impl fmt::Display for SyncPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SyncPolicy::None => f.write_str("none"),
-            SyncPolicy::Interval(d) => write!(f, "interval:{}", humantime::format_duration(*d)),
-            SyncPolicy::Always => f.write_str("always"),
-        }
-    }
-}
-
 /// Why the audit log could not be opened; the server cannot start without it.
 #[derive(Debug, Error)]
 pub enum AuditError {
@@ -876,49 +822,9 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
-/// What one audit line records besides its time and client: a one-letter
-/// code and a phrase explaining it (printable ASCII, escaped by whoever
-/// built it). The prime service's answers are entries; the audit trail
-/// knows nothing else of them.
-pub trait Entry {
-    /// The code letter (`T`, `F`, `E`).
-    fn code(&self) -> char;
-    /// The phrase after it, e.g. `'17' is a prime number`.
-    fn phrase(&self) -> &str;
-}
-
-/// One audit line, newline included.
-pub fn format_line(at: SystemTime, peer: SocketAddr, answer: &impl Entry) -> String {
-    format_lines(at, peer, [answer])
-}
-
-/// The audit lines of one batch (one client, one moment), newlines
-/// included: the time and the address are formatted once for all of them.
-pub fn format_lines<'a, E: Entry + 'a>(
-    at: SystemTime,
-    peer: SocketAddr,
-    answers: impl IntoIterator<Item = &'a E>,
-) -> String {
-    use std::fmt::Write as _;
-    let mut prefix = String::with_capacity(80);
-    // Writing to a String cannot fail.
-    let _ = write!(prefix, "{} {} ", humantime::format_rfc3339_micros(at), peer);
-    let answers = answers.into_iter();
-    let mut lines = String::with_capacity(answers.size_hint().0 * (prefix.len() + 32));
-    for answer in answers {
-        lines.push_str(&prefix);
-        lines.push(answer.code());
-        lines.push(' ');
-        lines.push_str(answer.phrase());
-        lines.push('\n');
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     /// A logger that drops every record.
     fn discard() -> slog::Logger {
@@ -955,7 +861,7 @@ mod tests {
             fn emit_arguments(
                 &mut self,
                 key: slog::Key,
-                value: &fmt::Arguments<'_>,
+                value: &std::fmt::Arguments<'_>,
             ) -> slog::Result {
                 self.0.push_str(&format!(" {key}={value}"));
                 Ok(())
@@ -998,23 +904,6 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         std::os::unix::fs::symlink(target, &path).unwrap();
         path
-    }
-
-    #[test]
-    fn sync_interval_bounds_are_inclusive() {
-        assert_eq!(
-            "interval:1ms".parse(),
-            Ok(SyncPolicy::Interval(Duration::from_millis(1)))
-        );
-        assert_eq!(
-            "interval:1h".parse(),
-            Ok(SyncPolicy::Interval(Duration::from_secs(3600)))
-        );
-        assert!("interval:999us".parse::<SyncPolicy>().is_err());
-        assert!("interval:3601s".parse::<SyncPolicy>().is_err());
-        assert_eq!(SyncPolicy::default(), SyncPolicy::None);
-        assert_eq!(SyncPolicy::None.to_string(), "none");
-        assert_eq!(SyncPolicy::Always.to_string(), "always");
     }
 
     #[test]
@@ -1421,66 +1310,6 @@ mod tests {
         let shared = Arc::clone(&log.shared);
         drop(log);
         assert_eq!(Arc::strong_count(&shared), 1, "drop joined the syncer");
-    }
-
-    #[test]
-    fn line_format() {
-        let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456);
-        let answer = Answer {
-            code: 'T',
-            phrase: "'17' is a prime number",
-        };
-        let peer: SocketAddr = "[::1]:4242".parse().unwrap();
-        assert_eq!(
-            format_line(at, peer, &answer),
-            "2026-09-21T14:13:20.123456Z [::1]:4242 T '17' is a prime number\n"
-        );
-    }
-
-    #[test]
-    fn a_batch_shares_its_time_and_peer() {
-        let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_000_001);
-        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let answers = [
-            Answer {
-                code: 'T',
-                phrase: "'17' is a prime number",
-            },
-            Answer {
-                code: 'E',
-                phrase: "'4j' is not an integer",
-            },
-        ];
-        assert_eq!(
-            format_lines(at, peer, &answers),
-            "2026-09-21T14:13:20.000001Z 127.0.0.1:9 T '17' is a prime number\n\
-             2026-09-21T14:13:20.000001Z 127.0.0.1:9 E '4j' is not an integer\n"
-        );
-        assert_eq!(format_lines::<Answer>(at, peer, []), "");
-    }
-
-    #[test]
-    fn sync_policies_parse() {
-        assert_eq!("none".parse(), Ok(SyncPolicy::None));
-        assert_eq!("always".parse(), Ok(SyncPolicy::Always));
-        assert_eq!(
-            "interval:250ms".parse(),
-            Ok(SyncPolicy::Interval(Duration::from_millis(250)))
-        );
-        for bad in [
-            "",
-            "sometimes",
-            "interval:",
-            "interval:0s",
-            "interval:2h",
-            "interval:x",
-        ] {
-            assert!(bad.parse::<SyncPolicy>().is_err(), "{bad}");
-        }
-        assert_eq!(
-            SyncPolicy::Interval(Duration::from_secs(1)).to_string(),
-            "interval:1s"
-        );
     }
 
     #[test]

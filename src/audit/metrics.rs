@@ -1,6 +1,6 @@
 //! What the audit trail counts: failed writes and syncs, sync durations,
 //! seals (their duration, heartbeats, failures, shipping) and reopens.
-//! Registered by [`crate::ops::metrics`]; the shutdown summary and
+//! Registered by the application under the binary's prefix; the shutdown summary and
 //! `/readyz` read the same counters. Every metric is registered whatever
 //! the flags, at zero until used.
 

@@ -9,15 +9,19 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `log` | the audit file: [`AuditLog`], [`SyncPolicy`], the line format |
+//! | `log` | the audit file: [`AuditLog`], whole lines, group commit, reopen, the sync and seal threads |
+//! | `line` | the audit line's format and the [`Entry`] it records |
+//! | `policy` | [`SyncPolicy`]: how durable a line is before its reply |
 //! | [`seal`] | seals over the audit log, and `prime-audit verify` |
 //! | `metrics` | what the audit trail counts |
 
+mod line;
 mod log;
 mod metrics;
+mod policy;
 pub mod seal;
 
-pub use log::{
-    format_line, format_lines, AppendError, AuditError, AuditLog, Entry, SealOptions, SyncPolicy,
-};
+pub use line::{format_line, format_lines, Entry};
+pub use log::{AppendError, AuditError, AuditLog, SealOptions};
 pub use metrics::AuditMetrics;
+pub use policy::SyncPolicy;

@@ -1,7 +1,7 @@
 //! What the network core counts, whatever the service: connections by
 //! where they are, refusals, timeouts, panics, the heavy lane, and how
-//! long a request takes. Registered under the binary's prefix by
-//! [`crate::ops::metrics`]; the shutdown summary reads the same counters.
+//! long a request takes. Registered under the binary's prefix by the
+//! application; the shutdown summary reads the same counters.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
