@@ -2,7 +2,7 @@
 //! for operators and load balancers.
 //!
 //! * `GET /metrics`: the Prometheus registry in the OpenMetrics text format
-//!   (see [`crate::ops::metrics`]).
+//!   (see [`crate::ops::registry`]).
 //! * `GET /livez`: 200 while the process answers.
 //! * `GET /readyz`: 200, or 503 with a one-line reason (stopping, not
 //!   listening, audit log failing); see [`crate::ops::health`].
@@ -19,7 +19,7 @@
 
 use crate::net::Semaphore;
 use crate::ops::health::Health;
-use crate::ops::metrics;
+use crate::ops::registry;
 use prometheus_client::registry::Registry;
 use slog::{debug, warn, Logger};
 use std::io::{self, ErrorKind, Read, Write};
@@ -208,7 +208,7 @@ fn respond(head: &[u8], view: &AdminView) -> (&'static str, &'static str, String
         "/metrics" => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics::encode(&view.registry),
+            registry::encode(&view.registry),
         ),
         "/livez" => ("200 OK", TEXT, "alive\n".into()),
         "/readyz" => match view.health.ready() {
@@ -253,7 +253,7 @@ mod tests {
 
     fn start(view: AdminView) -> Admin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        Admin::spawn(listener, view, &crate::ops::logging::discard()).unwrap()
+        Admin::spawn(listener, view, &crate::ops::terminal_log::discard()).unwrap()
     }
 
     #[test]

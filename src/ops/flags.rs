@@ -3,7 +3,7 @@
 
 use crate::audit::{SealOptions, SyncPolicy};
 use crate::net::{cores, default_workers, Limits, Rate, ServerOptions, TrustedProxies};
-use crate::ops::logging::{LogFormat, LogLevel};
+use crate::ops::terminal_log::{LogFormat, LogLevel};
 use crate::prime::{Config, PrimeOptions};
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser};

@@ -143,7 +143,7 @@ mod tests {
         let health = Health::new();
         let mut registry = Registry::with_prefix("prime_server");
         register_ready(&health, &mut registry);
-        let scrape = || crate::ops::metrics::encode(&registry);
+        let scrape = || crate::ops::registry::encode(&registry);
         assert!(
             scrape().contains("\nprime_server_ready 0\n"),
             "{}",

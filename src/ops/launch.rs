@@ -10,7 +10,7 @@ use crate::net::Shutdown;
 use crate::ops::admin::{Admin, AdminView};
 use crate::ops::app::{Server, Service};
 use crate::ops::flags::CommonArgs;
-use crate::ops::{logging, signals, systemd};
+use crate::ops::{signals, systemd, terminal_log};
 use anyhow::Context;
 use slog::{info, Logger};
 use std::net::{SocketAddr, TcpListener};
@@ -34,8 +34,8 @@ pub fn run_server<S: Service>(
     // First, before the logger starts its thread: reading the activation
     // variables also removes them from the environment.
     let inherited = inherited_listener();
-    let (log, guard) = logging::build(common.log_level, common.log_format);
-    logging::route_panics(&log);
+    let (log, guard) = terminal_log::build(common.log_level, common.log_format);
+    terminal_log::route_panics(&log);
     let result = (|| {
         let stop = Shutdown::new();
         let listener = match inherited? {

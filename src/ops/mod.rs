@@ -10,13 +10,13 @@
 //! | --- | --- |
 //! | [`flags`] | the binaries' command-line flags and env vars (bounded) |
 //! | `app` | [`Server`]: a [`Service`] on the core, its metrics, health and [`Summary`] |
-//! | `services` | what the prime and echo services add to the application |
+//! | `wiring` | how the prime and echo services plug into the application |
 //! | `launch` | start-up and exit shared by the server binaries ([`run_server`]) |
 //! | `admin` | the small HTTP listener for `/metrics`, `/livez`, `/readyz` |
-//! | `metrics` | the registry, its prefix and the build and logger metrics |
+//! | `registry` | the metrics registry, its prefix and the build and logger metrics |
 //! | `health` | readiness and liveness, for `/readyz` and the watchdog |
 //! | `systemd` | `sd_notify` readiness, reload, stop and watchdog |
-//! | `logging` | the terminal logger (slog-term or JSON behind slog-async), never blocking |
+//! | `terminal_log` | the terminal logger (slog-term or JSON behind slog-async), never blocking |
 //! | `signals` | SIGINT/SIGTERM stop, SIGHUP reopens |
 
 mod admin;
@@ -24,16 +24,16 @@ mod app;
 pub mod flags;
 mod health;
 mod launch;
-mod logging;
-mod metrics;
-mod services;
+mod registry;
 mod signals;
 mod systemd;
+mod terminal_log;
+mod wiring;
 
 pub use admin::{Admin, AdminView};
 pub use app::{Server, Service, Summary};
 pub use health::Health;
 pub use launch::{inherited_listener, run_server};
-pub use logging::{discard, LogFormat, LogLevel};
-pub use metrics::encode;
+pub use registry::encode;
 pub use signals::FORCED_EXIT_STATUS;
+pub use terminal_log::{discard, LogFormat, LogLevel};

@@ -10,7 +10,7 @@
 //! label carries client input or a client address: the only labels are
 //! the verdict (three values) and the build version.
 
-use crate::ops::logging::RECORDS_DROPPED;
+use crate::ops::terminal_log::RECORDS_DROPPED;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,7 +35,7 @@ pub fn register_build_info(registry: &mut Registry) {
 
 /// Registers `log_records_dropped_total`: terminal log records the logger
 /// dropped because stderr could not keep up (the counter the logger
-/// increments, see [`crate::ops::logging`]).
+/// increments, see [`crate::ops::terminal_log`]).
 pub fn register_logging(registry: &mut Registry) {
     registry.register(
         "log_records_dropped",
