@@ -197,6 +197,14 @@ fn settings_file_names_only_options_the_server_has_and_each_example_works() {
         }
     }
     assert!(examples.len() >= 10, "too few settings found: {examples:?}");
+    // And every option of the server is there, so a new flag cannot be
+    // left out of the file operators edit.
+    for name in &known {
+        assert!(
+            examples.contains_key(*name),
+            "{name} is an option of prime-server, missing from debian/prime-server.default"
+        );
+    }
     // All of them at once, but the addresses and paths of this machine.
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("seal.state");
