@@ -254,3 +254,28 @@ fn the_check_catches_a_broken_file_and_a_broken_anchor() {
         "{broken:?}"
     );
 }
+
+#[test]
+fn the_flags_table_lists_every_option_of_the_server() {
+    // docs/operations.md#running-it is the reference of the server's
+    // flags: a flag added to the code without a row here fails.
+    let page = fs::read_to_string(Path::new(ROOT).join("docs/operations.md")).unwrap();
+    let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("| `--")).collect();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_prime-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let envs: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert!(envs.len() >= 20, "{envs:?}");
+    for env in envs {
+        assert!(
+            rows.iter().any(|row| row.contains(&format!("`{env}`"))),
+            "{env} has no row in docs/operations.md's flags table"
+        );
+    }
+}
