@@ -7,7 +7,9 @@
 //! and a real Prometheus scraping a server's admin endpoint reads back
 //! exactly the requests sent, evaluates every rule without error, runs
 //! every dashboard query to a non-empty answer, and sees the not-ready and
-//! down alerts go pending when the server stops.
+//! down alerts go pending when the server stops; and, scraping a sealing
+//! server whose syslog collector is down, sees the two shipping alerts go
+//! pending and no other.
 //!
 //! promtool and prometheus come from Debian's `prometheus` package
 //! (`scripts/ensure-tools.sh` installs it); without them the tests that
@@ -21,7 +23,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use test_support::io::ask;
+use test_support::io::{ask, wait_until};
 use test_support::process::ServerProcess;
 use test_support::server::TestServer;
 use test_support::tools::{have_tool, skip};
@@ -340,6 +342,11 @@ fn the_dashboard_imports_anywhere_and_answers_the_operators_questions() {
         "prime_server_audit_write_failures_total", // what failed
         "prime_server_audit_sync_duration_seconds_bucket", // sync timing
         "prime_server_audit_seals_total",          // seals
+        "prime_server_audit_heartbeat_seals_total", // heartbeats
+        "prime_server_audit_sealing_failing",      // sealing failing now
+        "prime_server_audit_seal_duration_seconds_bucket", // seal timing
+        "prime_server_audit_seals_shipped_total",  // shipping
+        "prime_server_audit_seals_ship_dropped_total", // shipping lost
     ] {
         assert!(uses(needle), "no panel queries {needle}");
     }
@@ -532,6 +539,18 @@ impl Prometheus {
     }
 }
 
+/// A Prometheus configuration that loads the alert rules and scrapes
+/// `admin` every 250 ms in job `prime-server`.
+fn config(admin: SocketAddr) -> String {
+    let rules = Path::new(ROOT).join("deploy/prometheus/alerts.yml");
+    format!(
+        "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n  evaluation_interval: 250ms\n\
+         rule_files:\n  - {}\n\
+         scrape_configs:\n  - job_name: prime-server\n    static_configs:\n      - targets: ['{admin}']\n",
+        rules.display()
+    )
+}
+
 // docs/operations.md#alerts-and-dashboards: a real Prometheus scrapes the
 // admin endpoint and counts exactly the requests sent; the rules and the
 // dashboard's queries run against real data.
@@ -546,13 +565,7 @@ fn a_real_prometheus_counts_every_request_and_runs_the_rules_and_the_dashboard()
     let started = Instant::now();
     let server = TestServer::start();
     let admin = server.admin.addr();
-    let rules = Path::new(ROOT).join("deploy/prometheus/alerts.yml");
-    let prometheus = Prometheus::start(&format!(
-        "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n  evaluation_interval: 250ms\n\
-         rule_files:\n  - {}\n\
-         scrape_configs:\n  - job_name: prime-server\n    static_configs:\n      - targets: ['{admin}']\n",
-        rules.display()
-    ));
+    let prometheus = Prometheus::start(&config(admin));
     let mut last = String::new();
     wait_for("the first scrape", |last| {
         (prometheus.value("up{job=\"prime-server\"}", last)? == 1.0).then_some(())
@@ -646,4 +659,81 @@ fn a_real_prometheus_counts_every_request_and_runs_the_rules_and_the_dashboard()
         "requests counted through Prometheus after {counted:?}, whole test {:?}",
         started.elapsed()
     );
+}
+
+// docs/operations.md#alerts-and-dashboards: the sealing rules tell from
+// the metrics alone that sealing is on (the start seal is counted before
+// any request) and that seals are shipped (the first send, or its failure,
+// follows at once). A server without sealing raises none of them (the
+// healthy server above); here a real Prometheus scrapes a sealing server
+// whose collector refuses every connection, and sees exactly the two
+// shipping alerts go pending: not the drop, not sealing failing, not "no
+// seal" (heartbeats keep coming).
+#[test]
+fn a_real_prometheus_sees_a_sealing_server_whose_collector_is_down() {
+    if !have_tool("prometheus") {
+        skip(
+            "prometheus is not installed (package prometheus; scripts/ensure-tools.sh prometheus)",
+        );
+        return;
+    }
+    let keys = tempfile::tempdir().expect("temp dir");
+    let state = keys.path().join("seal.state");
+    let state = state.to_str().expect("a UTF-8 path");
+    let keygen = Command::new(env!("CARGO_BIN_EXE_prime-audit"))
+        .args(["keygen", "--state", state, "--seal-interval", "100ms"])
+        .output()
+        .expect("run prime-audit keygen");
+    assert!(keygen.status.success(), "{keygen:?}");
+    // A collector address where nothing listens: every connect is refused.
+    let collector = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let server = ServerProcess::start(&[
+        "--audit-seal",
+        state,
+        "--seal-heartbeat",
+        "200ms",
+        "--seal-syslog",
+        &collector,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    // What the rules rest on, before any request: the start seal is
+    // counted, and the shipping thread has tried and failed.
+    assert!(
+        wait_until(WAIT, || server.metric("prime_server_audit_seals_total")
+            >= 1.0
+            && server.metric("prime_server_audit_seal_ship_failures_total")
+                >= 1.0),
+        "no start seal or no failed send: {}",
+        server.admin_get("/metrics").1
+    );
+    assert_eq!(server.metric("prime_server_audit_seals_shipped_total"), 0.0);
+
+    let prometheus = Prometheus::start(&config(server.admin.expect("an admin endpoint")));
+    let want = ["PrimeServerSealShipFailing", "PrimeServerSealsNotShipped"];
+    let active = wait_for("the two shipping alerts pending", |last| {
+        let alerts = prometheus.alerts(last)?;
+        *last = format!("{alerts:?}");
+        let names: BTreeSet<&str> = alerts.iter().map(|(name, _)| name.as_str()).collect();
+        want.iter().all(|w| names.contains(w)).then_some(alerts)
+    });
+    assert!(
+        active
+            .iter()
+            .all(|(name, state)| want.contains(&name.as_str()) && state == "pending"),
+        "only the shipping alerts, pending: {active:?}"
+    );
+    // Heartbeats keep the seal count rising, so "no seal" stays quiet, and
+    // the rest of the rules still evaluate without error.
+    prometheus.wait_for_evaluations();
+    let mut last = String::new();
+    let active = prometheus.alerts(&mut last).expect("alerts");
+    assert!(
+        active.iter().all(|(name, _)| want.contains(&name.as_str())),
+        "{active:?}"
+    );
+    assert!(server.metric("prime_server_audit_heartbeat_seals_total") >= 1.0);
 }

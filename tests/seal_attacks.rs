@@ -3,7 +3,7 @@
 //! the verifier. Every test here failed on the sealing before issue 20
 //! (verify said 0, hung, or ran out of memory; the server kept a key, kept
 //! answering unsealed, or shared its state); see
-//! `docs/audit-integrity-sealing.md` for the claim each one backs.
+//! docs/audit-integrity.md#what-is-proven for the claim each one backs.
 
 use prime_server::audit::seal::{next_hash, seal_path, Ratchet, Record, VerifyKey, Why};
 use std::os::unix::process::CommandExt;

@@ -1,6 +1,6 @@
 //! Forward-secure seals over the audit log, bound to time, and their
 //! verification. The reference (record format, key schedule, verify rules,
-//! what is and is not proven) is `docs/audit-integrity-sealing.md`.
+//! what is and is not proven) is docs/audit-integrity.md#sealing.
 //!
 //! # The pieces
 //!
