@@ -282,7 +282,7 @@ mod tests {
     }
 
     /// Records reach a collector that starts late (after failed attempts,
-    /// counted), and a full queue drops without waiting.
+    /// counted), in order.
     #[test]
     fn records_get_through_after_the_collector_appears() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -313,5 +313,35 @@ mod tests {
         shipper.close(Duration::from_secs(1));
         assert_eq!(metrics.shipped.get(), 2);
         assert_eq!(metrics.dropped.get(), 0);
+    }
+
+    #[test]
+    fn what_cannot_be_shipped_is_dropped_and_counted_never_waited_for() {
+        // No collector: the queue fills, later records are refused at once
+        // (counted), and at the stop whatever is still queued is given up
+        // (counted): every record is either shipped or counted as dropped.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let metrics = ShipMetrics::default();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut shipper = Shipper::start(&addr.to_string(), metrics.clone(), &log).unwrap();
+        let sent = QUEUE + 10;
+        let started = Instant::now();
+        for n in 0..sent {
+            shipper.send(&format!("seal v2 seq={n} x"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "send never waits"
+        );
+        assert!(
+            metrics.dropped.get() >= 9,
+            "a full queue refuses: {}",
+            metrics.dropped.get()
+        );
+        shipper.close(Duration::ZERO);
+        assert_eq!(metrics.shipped.get(), 0);
+        assert_eq!(metrics.dropped.get(), u64::try_from(sent).unwrap());
     }
 }
