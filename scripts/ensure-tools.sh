@@ -26,6 +26,8 @@
 #   lintian    tests/package.rs checks the built .deb with it
 #   systemd-analyze
 #              (package systemd) tests/package.rs verifies the packaged units
+#   perf       (package linux-perf) optional for `make bench`: the scaling
+#              table counts system calls per request by kind with it
 set -euo pipefail
 
 # The Debian package that provides a tool, where its name differs.
@@ -33,6 +35,7 @@ package_of() {
     case "$1" in
         fiu-run | fiu-ctrl) echo fiu-utils ;;
         systemd-analyze) echo systemd ;;
+        perf) echo linux-perf ;;
         python3) echo python3 ;;
         *) echo "$1" ;;
     esac
