@@ -58,6 +58,7 @@ test-package: deb
 ## writes bench/results/latest.md and latency.svg (BENCH_ARGS='--rounds 5' etc.)
 BENCH_ARGS ?=
 bench: build
+	@scripts/ensure-tools.sh --optional perf
 	@scripts/bench-venv.sh
 	target/release/prime-bench compare $(BENCH_ARGS)
 	$(CARGO) bench -p prime-server --bench primality

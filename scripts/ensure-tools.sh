@@ -33,6 +33,8 @@
 #              starts one on :9090; the tests neither need nor touch it)
 #   rsyslogd   (package rsyslog) tests/seal_attacks.rs ships seals to a real
 #              rsyslog over TCP and verifies against its copy
+#   perf       (package linux-perf) optional for `make bench`: the scaling
+#              table counts system calls per request by kind with it
 set -euo pipefail
 
 # The Debian package that provides a tool, where its name differs.
@@ -42,6 +44,7 @@ package_of() {
         systemd-analyze) echo systemd ;;
         promtool) echo prometheus ;;
         rsyslogd) echo rsyslog ;;
+        perf) echo linux-perf ;;
         python3) echo python3 ;;
         *) echo "$1" ;;
     esac

@@ -10,7 +10,9 @@
 //!   Then the tables for the newer behaviours ([`behaviours`]): honest
 //!   load beside stalled clients and idle keep-alive connections, beside a
 //!   loop of big numbers, through HAProxy, with each audit sync mode, and
-//!   with the audit log sealed.
+//!   with the audit log sealed; and scaling past two cores: prime-server's
+//!   CPU per request by thread role, where each single-threaded role
+//!   would saturate one core, and system calls per request by kind.
 //! * `prime-bench floor`: the floor reference server itself.
 
 mod behaviours;
@@ -24,6 +26,8 @@ mod report;
 mod run;
 mod scrape;
 mod servers;
+mod syscalls;
+mod threads;
 mod workload;
 
 use anyhow::Context;
@@ -31,7 +35,7 @@ use clap::{Parser, Subcommand};
 use classic::Flood;
 use load::{Generator, LoadSpec, Mode, Stop};
 use prime_server::ops::flags::{parse_addr, parse_duration};
-use report::{Measured, SweepPoint, Table, Target};
+use report::{Grid, Measured, SweepPoint, Table, Target};
 use servers::{Kind, Toolbox};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -164,11 +168,13 @@ enum Section {
     AuditSync,
     /// `--audit-seal` on and off.
     Seal,
+    /// CPU per request by thread role, system calls per request by kind.
+    Scaling,
 }
 
 impl Section {
     /// Every section, in report order.
-    const ALL: [Section; 7] = [
+    const ALL: [Section; 8] = [
         Section::Classic,
         Section::Stalled,
         Section::Idle,
@@ -176,6 +182,7 @@ impl Section {
         Section::Haproxy,
         Section::AuditSync,
         Section::Seal,
+        Section::Scaling,
     ];
 }
 
@@ -313,6 +320,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             instances: args.instances.min(3),
             seal_interval: Duration::from_millis(100),
             floor,
+            lane_workload: Workload::Digits100,
+            lock_lines: 2_000,
         }
     } else {
         behaviours::Settings {
@@ -331,11 +340,14 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             instances: args.instances.max(1),
             seal_interval: Duration::from_secs(1),
             floor,
+            lane_workload: Workload::Digits100,
+            lock_lines: 200_000,
         }
     };
     let bench = behaviours::Bench::new(&tools, &settings);
     let mut more_targets: Vec<Target> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
+    let mut grids: Vec<Grid> = Vec::new();
     for &section in sections {
         let outcome = match section {
             Section::Classic => continue,
@@ -345,6 +357,11 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             Section::Haproxy => behaviours::through_haproxy(&bench),
             Section::AuditSync => behaviours::audit_sync(&bench).map(Some),
             Section::Seal => behaviours::sealing(&bench).map(Some),
+            Section::Scaling => behaviours::scaling(&bench).map(|s| {
+                eprintln!("{}", s.roles.markdown());
+                grids.push(s.roles);
+                Some((s.table, s.targets))
+            }),
         };
         match outcome {
             Ok(Some((table, targets))) => {
@@ -366,6 +383,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let markdown = render(
         &Report {
             tables: &tables,
+            grids: &grids,
             sweep: &sweep,
             flood: &flood,
             notes: &notes,
@@ -394,6 +412,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 struct Report<'a> {
     /// Every table, classic ones first.
     tables: &'a [Table],
+    /// Tables whose rows are not servers (the scaling section's roles).
+    grids: &'a [Grid],
     /// The latency sweep (empty without the classic section).
     sweep: &'a [SweepPoint],
     /// The flood table's rows (empty in a smoke run).
@@ -422,6 +442,10 @@ fn render(report: &Report, rounds: u32, smoke: bool) -> String {
     md.push_str("\n## Tables\n\n");
     for table in report.tables {
         md.push_str(&table.markdown());
+        md.push('\n');
+    }
+    for grid in report.grids {
+        md.push_str(&grid.markdown());
         md.push('\n');
     }
     if !report.flood.is_empty() {

@@ -227,6 +227,45 @@ impl Table {
     }
 }
 
+/// A table whose rows are not servers (e.g. one row per thread role of
+/// one server): a header and cells, printed as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grid {
+    /// Heading.
+    pub title: String,
+    /// What the reader needs to read it, printed under the heading.
+    pub notes: Vec<String>,
+    /// Column headings; the first names the rows.
+    pub header: Vec<String>,
+    /// One row of cells per line (short rows are padded).
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Grid {
+    /// The grid in markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = format!("### {}\n\n", self.title);
+        for note in &self.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "| {} |", self.header.join(" | "));
+        let _ = writeln!(
+            out,
+            "| --- |{}",
+            " ---: |".repeat(self.header.len().saturating_sub(1))
+        );
+        for row in &self.rows {
+            let mut cells = row.clone();
+            cells.resize(self.header.len(), String::new());
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        out
+    }
+}
+
 /// A target the issue states, with where a table puts us.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {

@@ -207,6 +207,11 @@ pub struct Launch {
     /// prime-server only: the audit log [default: `prime_server.log` in
     /// the scratch directory]. Servers running at once need their own.
     pub audit_log: Option<PathBuf>,
+    /// Run the server under this program with these arguments, the
+    /// server's own command line after them (`perf stat ... --`). The
+    /// server is then the wrapper's child: what is read from /proc is the
+    /// server's, and stopping it ends the wrapper too.
+    pub wrap: Option<(PathBuf, Vec<OsString>)>,
 }
 
 /// A running server.
@@ -216,8 +221,11 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Its admin endpoint, when started with [`Launch::admin`].
     pub admin: Option<SocketAddr>,
-    /// The process.
+    /// The process started: the server, or the [`Launch::wrap`] program
+    /// it runs under.
     child: Child,
+    /// The server's process id (the wrapper's child when wrapped).
+    pid: u32,
 }
 
 impl Server {
@@ -297,6 +305,14 @@ impl Server {
                 c
             }
         };
+        if let Some((program, args)) = &launch.wrap {
+            let mut wrapped = Command::new(program);
+            wrapped
+                .args(args)
+                .arg(command.get_program())
+                .args(command.get_args());
+            command = wrapped;
+        }
         // prime-server reports on stderr (its log), the others on stdout.
         let on_stderr = kind == Kind::PrimeServer;
         command.stdin(Stdio::null());
@@ -331,7 +347,23 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(Announced::Admin(addr)) => admin = Some(addr),
                 Ok(Announced::Service(addr)) if admin.is_some() || !launch.admin => {
-                    return Ok(Server { addr, admin, child })
+                    let pid = if launch.wrap.is_some() {
+                        // The server announced itself, so it exists.
+                        only_child(child.id())
+                    } else {
+                        Some(child.id())
+                    };
+                    let Some(pid) = pid else {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        bail!("cannot find {} under its wrapper", kind.name());
+                    };
+                    return Ok(Server {
+                        addr,
+                        admin,
+                        child,
+                        pid,
+                    });
                 }
                 Ok(Announced::Service(_)) | Err(_) => {
                     let _ = child.kill();
@@ -366,7 +398,7 @@ impl Server {
     /// the same sum in clock ticks (10 ms), too coarse for short rounds,
     /// and is the fallback.
     pub fn cpu(&self) -> Option<Duration> {
-        cpu_of(self.child.id())
+        cpu_of(self.pid)
     }
 
     /// Context switches so far, voluntary and not, summed over the
@@ -374,17 +406,22 @@ impl Server {
     /// have exited are not counted: none of the servers here ends a thread
     /// while it serves.
     pub fn context_switches(&self) -> Option<u64> {
-        context_switches_of(self.child.id())
+        context_switches_of(self.pid)
+    }
+
+    /// The server's process id (not its wrapper's), for /proc.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Peak resident memory so far, in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        status_kib(self.child.id(), "VmHWM:")
+        status_kib(self.pid, "VmHWM:")
     }
 
     /// Resident memory now, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        status_kib(self.child.id(), "VmRSS:")
+        status_kib(self.pid, "VmRSS:")
     }
 }
 
@@ -397,9 +434,34 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.pid != self.child.id() {
+            // The server first: its wrapper then finishes by itself (perf
+            // writes its counts when its child exits).
+            if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+                // SAFETY: kill has no memory preconditions; the pid is our
+                // wrapper's child, which only we stop.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < until {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The one child of process `pid`, from
+/// `/proc/PID/task/PID/children`.
+fn only_child(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut ids = children.split_whitespace();
+    let child = ids.next()?.parse().ok()?;
+    ids.next().is_none().then_some(child)
 }
 
 /// CPU time process `pid` has used so far (every thread, exited ones

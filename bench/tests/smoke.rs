@@ -5,7 +5,9 @@
 //! unchecked. The tables of the newer behaviours (stalled and idle
 //! crowds, the heavy mix, HAProxy, audit sync, sealing) must also show
 //! their mechanism at work: the crowd still held, the big numbers answered
-//! rightly, fdatasyncs and seals where they belong.
+//! rightly, fdatasyncs and seals where they belong. The scaling section's
+//! tables must split prime-server's CPU by thread role and, where perf can
+//! count, show the system calls per request by kind beside the floor's.
 //!
 //! `compare` starts the `prime-server` and `prime-audit` binaries found
 //! beside `prime-bench`; `cargo test --workspace` (what `make test` runs)
@@ -177,6 +179,7 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
         "prime-server must be measured in every table: {report}"
     );
     behaviour_tables_hold(&report);
+    scaling_tables_hold(&report);
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("prime-server"),
@@ -261,6 +264,93 @@ fn behaviour_tables_hold(report: &str) {
             "no target row {target:?}"
         );
     }
+}
+
+/// The scaling section: the system-call table has its columns (counted,
+/// or `n/a` when the report says perf cannot count here), and the by-role
+/// table has the roles of the path of a connection, the lane's row and the
+/// audit lock, each with a CPU figure and where it saturates.
+fn scaling_tables_hold(report: &str) {
+    let calls = table_titled(report, "Scaling: line 17, ");
+    let kinds = [
+        "syscalls/req",
+        "accept4",
+        "recvfrom",
+        "write",
+        "sendto",
+        "close",
+        "futex",
+        "epoll_wait",
+        "epoll_ctl",
+        "other",
+    ];
+    for kind in kinds {
+        column(&calls.0, kind);
+    }
+    let total = cell(&calls, "prime-server", "syscalls/req");
+    if report.contains("system calls not counted") {
+        eprintln!("SKIPPED the system-call counts: perf cannot count here");
+        assert_eq!(total, "n/a");
+    } else {
+        let per = |row: &str, kind: &str| -> f64 {
+            let text = cell(&calls, row, kind);
+            text.split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap_or_else(|_| panic!("{row}: {kind} is not a number: {text:?}"))
+        };
+        for row in ["floor", "prime-server"] {
+            assert!(
+                per(row, "syscalls/req") >= 4.0,
+                "{row}: too few system calls"
+            );
+            assert!(per(row, "accept4") > 0.5, "{row}: accept4 not counted");
+            assert!(per(row, "close") > 0.5, "{row}: close not counted");
+        }
+        // The audit line is a write(2) per request.
+        assert!(per("prime-server", "write") > 0.5);
+    }
+
+    let roles = table_titled(report, "Scaling by role: ");
+    let (header, rows) = &roles;
+    assert_eq!(
+        header,
+        &[
+            "role",
+            "threads",
+            "CPU us/req",
+            "cs/req",
+            "CPU us/req per thread",
+            "one core of it saturates at (req/s)",
+            "grows with cores",
+        ]
+    );
+    let number = |row: &str, name: &str| -> f64 {
+        let text = cell(&roles, row, name);
+        text.parse()
+            .unwrap_or_else(|_| panic!("{row}: {name} is not a number: {text:?}"))
+    };
+    assert_eq!(cell(&roles, "accept loop", "threads"), "1");
+    assert_eq!(cell(&roles, "waiting room", "threads"), "1");
+    assert!(number("workers", "threads") >= 1.0);
+    for row in ["accept loop", "workers", "whole server", "audit lock"] {
+        assert!(number(row, "CPU us/req") > 0.0, "{row}: no CPU: {rows:?}");
+        assert!(number(row, "one core of it saturates at (req/s)") > 0.0);
+    }
+    assert!(
+        number("whole server", "CPU us/req") >= number("accept loop", "CPU us/req"),
+        "the whole is less than a part: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[0].starts_with("heavy lane (`heavy-N`), 100-digit")),
+        "no lane row: {rows:?}"
+    );
+    assert!(
+        report.contains("| line 17, 8 connections: system calls per request under load"),
+        "no system-call target row"
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! show the mechanism at work (crowd still held, `fdatasync`s and seals
 //! per request, heavy answers against the lane's capacity, HAProxy's own
 //! CPU). The rows of a table alternate within each round, as elsewhere.
+//! The scaling section splits prime-server's CPU per request by thread
+//! role and counts system calls per request, beside the floor's.
 
 use crate::crowd::{self, Behaviour, Crowd};
 use crate::haproxy::{self, Haproxy};
@@ -78,6 +80,10 @@ pub struct Settings {
     /// The floor every table compares with (the cheapest of the classic
     /// line-17 table when it ran).
     pub floor: Kind,
+    /// The big-number workload of the scaling section's heavy-lane row.
+    pub lane_workload: Workload,
+    /// Audit lines appended one at a time to time the audit lock.
+    pub lock_lines: usize,
 }
 
 impl Settings {
@@ -542,11 +548,13 @@ mod behind_haproxy;
 mod crowds;
 mod durability;
 mod heavy;
+mod scaling;
 
 pub use behind_haproxy::through_haproxy;
 pub use crowds::{idle, stalled};
 pub use durability::{audit_sync, sealing};
 pub use heavy::heavy_mix;
+pub use scaling::scaling;
 
 #[cfg(test)]
 mod tests {
