@@ -13,9 +13,11 @@
 //!   no U_k (GMP's costs three squarings and two divisions a bit); U_d, V_d
 //!   and the V_(d 2^r) are read off W exactly (see [`Mont::strong_lucas`]);
 //! * products are GMP's `mpn_sqr` and `mpn_mul_n` (its assembly, Karatsuba
-//!   and Toom-Cook at large sizes), reduced by Montgomery's method: word by
-//!   word with `mpn_addmul_1` for small moduli, with two full products
-//!   (`mpn_mul_n`) from [`LARGE_REDC_LIMBS`] limbs on, where that wins.
+//!   and Toom-Cook at large sizes), reduced by Montgomery's method word by
+//!   word (see [`Reduction`]).
+//!
+//! Above [`MAX_OWN_LIMBS`] (4,096 bits) GMP's own test is the faster one,
+//! and is called.
 //!
 //! Only GMP's documented `mpn` functions are used, through `gmp-mpfr-sys`
 //! (the bindings `rug` is built on).
@@ -30,10 +32,21 @@ type Limb = gmp::limb_t;
 
 const _: () = assert!(gmp::NUMB_BITS == 64, "a limb must be a full 64-bit word");
 
-/// From this many limbs (4,096 bits) on, Montgomery reduction takes two
-/// full `mpn_mul_n` products (subquadratic) instead of the word-by-word
-/// loop (quadratic); measured with `cargo bench --bench primality`.
-pub const LARGE_REDC_LIMBS: usize = 64;
+/// Up to this many limbs (512 bits) the word-by-word reduction runs as
+/// Rust code the compiler keeps in registers; above, each word is one
+/// call to GMP's `mpn_addmul_1`. Measured (examples in the commit log):
+/// at 6 limbs the inline loop saves about a tenth of the test's time, at
+/// 52 limbs GMP's assembly is faster.
+pub const INLINE_REDC_LIMBS: usize = 8;
+
+/// Above this many limbs (4,096 bits, 1,233 digits) GMP's own test is
+/// faster: its reduction there (`mpn_redc_n`, a short product and a
+/// wrap-around one) is internal to GMP, and ours from its public functions
+/// (quadratic, or two full products) loses to it from about 1,300 digits
+/// on (measured: at 4,300 digits 1.27 s with full products, 1.73 s word
+/// by word, GMP 1.14 s). So larger numbers go to GMP, with the same
+/// answers by construction.
+pub const MAX_OWN_LIMBS: usize = 64;
 
 /// Whether `n` is prime: GMP's Baillie-PSW answer (`is_probably_prime(24)`)
 /// for any n >= 2^64; every n below 2^64 is answered exactly through
@@ -59,8 +72,16 @@ fn is_prime_limbs(n: &[Limb]) -> bool {
     if has_small_factor(bits, |m| mod_1(n, m)) {
         return false;
     }
+    if n.len() > MAX_OWN_LIMBS {
+        return gmp_is_prime(n);
+    }
     let mut m = Mont::for_modulus(n);
     m.strong_base_2() && m.strong_lucas()
+}
+
+/// GMP's Baillie-PSW on limbs (for numbers above [`MAX_OWN_LIMBS`]).
+fn gmp_is_prime(n: &[Limb]) -> bool {
+    super::is_prime_big(&Integer::from_digits(n, rug::integer::Order::Lsf))
 }
 
 // Safe wrappers around the `mpn` functions, each checking the lengths GMP
@@ -200,29 +221,41 @@ struct Mont {
     one: Vec<Limb>,
     /// 2k limbs of product, reduced in place.
     t: Vec<Limb>,
-    /// The subquadratic reduction's constants, from [`LARGE_REDC_LIMBS`] on.
-    large: Option<LargeRedc>,
+    /// How products are reduced.
+    reduction: Reduction,
 }
 
-/// What Montgomery reduction by full products needs.
-struct LargeRedc {
-    /// -n^-1 mod R, k limbs.
-    n_neg_inv: Vec<Limb>,
-    /// 2k limbs: the low half is the quotient q = t n' mod R.
-    q: Vec<Limb>,
-    /// 2k limbs: q n.
-    qn: Vec<Limb>,
+/// The ways to reduce a product, each fastest at some sizes; every one
+/// gives the same result (the tests run each at every size).
+enum Reduction {
+    /// Word by word in Rust, up to [`INLINE_REDC_LIMBS`].
+    Inline,
+    /// Word by word with GMP's `mpn_addmul_1`, above.
+    Addmul,
+}
+
+/// Which [`Reduction`] to build (the tests pick each in turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// [`Reduction::Inline`].
+    Inline,
+    /// [`Reduction::Addmul`].
+    Addmul,
 }
 
 impl Mont {
     /// Precomputes the constants for an odd n of two limbs or more.
     fn for_modulus(n: &[Limb]) -> Self {
-        Self::with_reduction(n, n.len() >= LARGE_REDC_LIMBS)
+        let kind = if n.len() > INLINE_REDC_LIMBS {
+            Kind::Addmul
+        } else {
+            Kind::Inline
+        };
+        Self::with_reduction(n, kind)
     }
 
-    /// As [`Mont::for_modulus`], choosing the reduction: by full products
-    /// when `large`, else word by word (tests run both at every size).
-    fn with_reduction(n: &[Limb], large: bool) -> Self {
+    /// As [`Mont::for_modulus`], with the reduction chosen by the caller.
+    fn with_reduction(n: &[Limb], kind: Kind) -> Self {
         let k = n.len();
         debug_assert!(k >= 2 && n[0] % 2 == 1 && n[k - 1] != 0);
         // Newton's iteration doubles the correct low bits; an odd n is its
@@ -233,27 +266,16 @@ impl Mont {
         }
         let mut one = vec![0; k];
         r_mod(&mut one, n);
-        let large = large.then(|| {
-            let r = Integer::from(1) << (64 * k as u32);
-            let inv = Integer::from_digits(n, rug::integer::Order::Lsf)
-                .invert(&r)
-                .expect("an odd n is invertible mod a power of two");
-            let mut n_neg_inv = vec![0; k];
-            let neg = r - inv;
-            let digits = neg.as_limbs();
-            n_neg_inv[..digits.len()].copy_from_slice(digits);
-            LargeRedc {
-                n_neg_inv,
-                q: vec![0; 2 * k],
-                qn: vec![0; 2 * k],
-            }
-        });
+        let reduction = match kind {
+            Kind::Inline => Reduction::Inline,
+            Kind::Addmul => Reduction::Addmul,
+        };
         Mont {
             n: n.to_vec(),
             n_inv: inv.wrapping_neg(),
             one,
             t: vec![0; 2 * k],
-            large,
+            reduction,
         }
     }
 
@@ -265,10 +287,26 @@ impl Mont {
     /// r = t R^-1 mod n, for the product t < n^2 in `self.t`.
     fn reduce(&mut self, r: &mut [Limb]) {
         let k = self.len();
-        let carry = match &mut self.large {
-            None => {
+        let carry = match &mut self.reduction {
+            Reduction::Inline => {
                 // Word by word: adding q n clears limb i; its carry out is
                 // kept in limb i (now free) and added at i + k at the end.
+                for i in 0..k {
+                    let q = self.t[i].wrapping_mul(self.n_inv);
+                    let mut carry = 0u64;
+                    for (tj, &nj) in self.t[i..i + k].iter_mut().zip(&self.n) {
+                        let x =
+                            u128::from(q) * u128::from(nj) + u128::from(*tj) + u128::from(carry);
+                        *tj = x as u64;
+                        carry = (x >> 64) as u64;
+                    }
+                    self.t[i] = carry;
+                }
+                let (carries, high) = self.t.split_at(k);
+                add_n(r, high, carries)
+            }
+            Reduction::Addmul => {
+                // The same, each word's q n added by GMP's assembly.
                 for i in 0..k {
                     let q = self.t[i].wrapping_mul(self.n_inv);
                     let c = addmul_1(&mut self.t[i..i + k], &self.n, q);
@@ -276,14 +314,6 @@ impl Mont {
                 }
                 let (carries, high) = self.t.split_at(k);
                 add_n(r, high, carries)
-            }
-            Some(large) => {
-                // q = t n' mod R, then (t + q n) / R: exact, below 2n.
-                mul_n(&mut large.q, &self.t[..k], &large.n_neg_inv);
-                mul_n(&mut large.qn, &large.q[..k], &self.n);
-                let carry = add_in_place(&mut self.t, &large.qn);
-                r.copy_from_slice(&self.t[k..]);
-                carry
             }
         };
         if carry != 0 || cmp(r, &self.n) != Ordering::Less {
@@ -513,9 +543,8 @@ mod tests {
             let k = n.as_limbs().len();
             let r = Integer::from(1) << (64 * k as u32);
             let r_inv = Integer::from(r.invert_ref(&n).unwrap());
-            for large in [false, true] {
+            for large in [Kind::Inline, Kind::Addmul] {
                 let mut m = Mont::with_reduction(n.as_limbs(), large);
-                assert_eq!(m.large.is_some(), large);
                 assert_eq!(int(&m.one), Integer::from(&r % &n), "R mod n, {bits} bits");
                 assert_eq!(
                     m.n_inv.wrapping_mul(n.as_limbs()[0]),
@@ -539,13 +568,13 @@ mod tests {
                     assert_eq!(
                         int(&out),
                         Integer::from(&a * &b) * &r_inv % &n,
-                        "mul, {bits} bits, large {large}"
+                        "mul, {bits} bits, {large:?}"
                     );
                     m.sqr(&mut out, &la);
                     assert_eq!(
                         int(&out),
                         Integer::from(&a * &a) * &r_inv % &n,
-                        "sqr, {bits} bits, large {large}"
+                        "sqr, {bits} bits, {large:?}"
                     );
                     let mut sum = la.clone();
                     m.add_assign(&mut sum, &lb);
@@ -579,12 +608,12 @@ mod tests {
             }
             n.set_bit(0, true);
             let want = gmp(&n);
-            for large in [false, true] {
+            for large in [Kind::Inline, Kind::Addmul] {
                 let mut m = Mont::with_reduction(n.as_limbs(), large);
                 let got = !has_small_factor(u64::from(bits), |d| mod_1(n.as_limbs(), d))
                     && m.strong_base_2()
                     && m.strong_lucas();
-                assert_eq!(got, want, "{n}, large {large}");
+                assert_eq!(got, want, "{n}, {large:?}");
             }
         }
     }
@@ -604,6 +633,20 @@ mod tests {
             assert_eq!(is_prime_integer(&n), want, "{n}");
         }
         assert!(primes > 1000, "{primes} primes");
+    }
+
+    #[test]
+    fn above_the_own_limit_gmp_answers() {
+        // 2^4423 - 1 (prime, 70 limbs) and composites just above the limit.
+        let mersenne = (Integer::from(1) << 4423u32) - 1u32;
+        assert!(is_prime_integer(&mersenne));
+        assert!(!is_prime_integer(&((Integer::from(1) << 4421u32) - 1u32)));
+        let mut state = 0x4097;
+        for _ in 0..20 {
+            let n = random_bits(&mut state, 64 * MAX_OWN_LIMBS as u32 + 1) | 1u32;
+            assert!(n.as_limbs().len() > MAX_OWN_LIMBS);
+            assert_eq!(is_prime_integer(&n), gmp(&n), "{n}");
+        }
     }
 
     #[test]
