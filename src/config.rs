@@ -63,7 +63,7 @@ pub struct ServerArgs {
     #[arg(long, env = "PRIME_SERVER_SEAL_INTERVAL", default_value = "1s", value_parser = parse_seal_interval)]
     pub seal_interval: Duration,
 
-    /// Heavy-lane threads: big-number (above 2^64) tests run at once, at most [default: number of cores]
+    /// Heavy-lane threads: big-number (above 2^128) tests run at once, at most [default: number of cores]
     #[arg(long, env = "PRIME_SERVER_BIG_TESTS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
     pub big_tests: Option<usize>,
 

@@ -27,7 +27,7 @@
 //!
 //! A connection holds a worker only while it has a complete line to
 //! answer: stalled, idle and slow clients wait in the room, and numbers
-//! above 2^64 wait for the heavy lane, so no client can starve the others.
+//! above 2^128 wait for the heavy lane, so no client can starve the others.
 //!
 //! | module | concern |
 //! | --- | --- |
