@@ -220,7 +220,8 @@ impl Mont {
         let two = self.add(self.one, self.one);
         let p = self.sub(inv_q, two);
         let s = n.trailing_ones();
-        let m = n >> (s + 1);
+        // For n = 2^127 - 1, s + 1 = 128: m = 0, not a shift by 128.
+        let m = n.checked_shr(s + 1).unwrap_or(0);
         // Ladder over the bits of m from (W_0, W_1) = (2, P').
         let (mut w, mut w1) = (two, p);
         let bits = 128 - m.leading_zeros();
@@ -382,6 +383,10 @@ mod tests {
         assert!(is_prime_u128((1 << 64) + 13));
         assert!(is_prime_u128(u128::MAX - 158));
         assert!(is_prime_u128((1 << 127) - 1));
+        // n + 1 = 2^127: d = 1, the ladder has no bits (found by fuzzing:
+        // the shift by s + 1 = 128 overflowed).
+        let m = Mont::for_modulus((1 << 127) - 1);
+        assert!(m.strong_lucas());
     }
 
     #[test]
