@@ -622,8 +622,8 @@ mod tests {
     fn random_numbers_and_primes_agree_with_gmp() {
         let mut state = 0xb9;
         let mut primes = 0;
-        for i in 0..4000u32 {
-            let bits = 65 + i % 1000;
+        for i in 0..1500u32 {
+            let bits = 65 + i % 600;
             let mut n = random_bits(&mut state, bits);
             if i % 4 == 0 {
                 n.next_prime_mut();
@@ -632,7 +632,7 @@ mod tests {
             primes += u32::from(want);
             assert_eq!(is_prime_integer(&n), want, "{n}");
         }
-        assert!(primes > 1000, "{primes} primes");
+        assert!(primes > 370, "{primes} primes");
     }
 
     #[test]
@@ -709,7 +709,7 @@ mod tests {
         let mut strong = 0;
         let mut tried = 0;
         while strong < 8 {
-            let bits = 70 + (splitmix(&mut state) % 300) as u32;
+            let bits = 70 + (splitmix(&mut state) % 100) as u32;
             let mut p = random_bits(&mut state, bits);
             let q = loop {
                 p.next_prime_mut();

@@ -8,115 +8,64 @@
 //! the bit length of n, then a strong base-2 test, then a strong Lucas
 //! test with Selfridge's method A parameters.
 
+use std::sync::LazyLock;
+
 /// Largest bit length for which trial division follows GMP's rule exactly
 /// (every odd prime below the bit length); larger numbers are divided by
 /// the whole table. The service's numbers (4300 digits, 14,284 bits) stay
 /// below it.
 pub const TRIAL_LIMIT: usize = 16_384;
 
-/// How many odd primes lie below [`TRIAL_LIMIT`].
-const ODD_PRIME_COUNT: usize = count_odd_primes();
-
-/// Sieve of Eratosthenes below [`TRIAL_LIMIT`], at compile time.
-const fn sieve() -> [bool; TRIAL_LIMIT] {
-    let mut composite = [false; TRIAL_LIMIT];
-    composite[0] = true;
-    composite[1] = true;
-    let mut i = 2;
-    while i * i < TRIAL_LIMIT {
-        if !composite[i] {
-            let mut j = i * i;
-            while j < TRIAL_LIMIT {
-                composite[j] = true;
-                j += i;
-            }
-        }
-        i += 1;
-    }
-    composite
-}
-
-/// The number of odd primes below [`TRIAL_LIMIT`].
-const fn count_odd_primes() -> usize {
-    let composite = sieve();
-    let mut count = 0;
-    let mut i = 3;
-    while i < TRIAL_LIMIT {
-        if !composite[i] {
-            count += 1;
-        }
-        i += 2;
-    }
-    count
-}
-
 /// The odd primes below [`TRIAL_LIMIT`], ascending: the trial divisors.
-pub const ODD_PRIMES: [u64; ODD_PRIME_COUNT] = {
-    let composite = sieve();
-    let mut primes = [0u64; ODD_PRIME_COUNT];
-    let mut count = 0;
-    let mut i = 3;
-    while i < TRIAL_LIMIT {
-        if !composite[i] {
-            primes[count] = i as u64;
-            count += 1;
-        }
-        i += 2;
-    }
-    primes
-};
-
-/// How many groups [`ODD_PRIMES`] packs into.
-const GROUP_COUNT: usize = count_groups();
+/// (Built at first use, in microseconds, rather than in a `const`: a
+/// mutated `const fn` sieve would hang the compiler, not fail a test.)
+pub static ODD_PRIMES: LazyLock<Vec<u64>> = LazyLock::new(odd_primes_below_limit);
 
 /// Consecutive primes of [`ODD_PRIMES`] whose product fits one 64-bit word,
 /// as (product, index of the first prime, index past the last): one
 /// remainder of n by the product gives n's remainder by each prime, as
 /// GMP's trial division does.
-pub const PRIME_GROUPS: [(u64, usize, usize); GROUP_COUNT] = {
-    let mut groups = [(0u64, 0usize, 0usize); GROUP_COUNT];
-    let mut g = 0;
+pub static PRIME_GROUPS: LazyLock<Vec<(u64, usize, usize)>> =
+    LazyLock::new(|| group_primes(&ODD_PRIMES));
+
+/// Sieve of Eratosthenes: the odd primes below [`TRIAL_LIMIT`].
+fn odd_primes_below_limit() -> Vec<u64> {
+    let mut composite = vec![false; TRIAL_LIMIT];
+    let mut primes = Vec::new();
+    for i in (3..TRIAL_LIMIT).step_by(2) {
+        if composite[i] {
+            continue;
+        }
+        primes.push(i as u64);
+        for j in (i * i..TRIAL_LIMIT).step_by(2 * i) {
+            composite[j] = true;
+        }
+    }
+    primes
+}
+
+/// Packs `primes` into maximal runs whose product fits a word.
+fn group_primes(primes: &[u64]) -> Vec<(u64, usize, usize)> {
+    let mut groups = Vec::new();
     let mut start = 0;
-    while start < ODD_PRIME_COUNT {
-        let (product, end) = group_from(start);
-        groups[g] = (product, start, end);
-        g += 1;
+    while start < primes.len() {
+        let mut product = primes[start];
+        let mut end = start + 1;
+        while let Some(p) = primes.get(end).and_then(|&q| product.checked_mul(q)) {
+            product = p;
+            end += 1;
+        }
+        groups.push((product, start, end));
         start = end;
     }
     groups
-};
-
-/// The product of the primes from index `start` on, as many as fit a word,
-/// and the index past the last one taken.
-const fn group_from(start: usize) -> (u64, usize) {
-    let mut product = 1u64;
-    let mut end = start;
-    while end < ODD_PRIME_COUNT {
-        match product.checked_mul(ODD_PRIMES[end]) {
-            Some(p) => product = p,
-            None => break,
-        }
-        end += 1;
-    }
-    (product, end)
-}
-
-/// The number of word-sized groups [`PRIME_GROUPS`] holds.
-const fn count_groups() -> usize {
-    let mut count = 0;
-    let mut start = 0;
-    while start < ODD_PRIME_COUNT {
-        start = group_from(start).1;
-        count += 1;
-    }
-    count
 }
 
 /// Whether an odd prime below `bits` divides n, given `remainder(product)`
 /// = n mod product for each group's product: GMP's trial division, which
 /// for n >= 2^64 tries exactly the odd primes below n's bit length.
 pub fn has_small_factor(bits: u64, mut remainder: impl FnMut(u64) -> u64) -> bool {
-    for &(product, start, end) in &PRIME_GROUPS {
+    for &(product, start, end) in PRIME_GROUPS.iter() {
         if ODD_PRIMES[start] >= bits {
             break;
         }
@@ -248,7 +197,7 @@ mod tests {
         assert_eq!(ODD_PRIMES[..8], [3, 5, 7, 11, 13, 17, 19, 23]);
         assert_eq!(ODD_PRIMES.len(), 1899); // pi(16384) - 1
         assert_eq!(*ODD_PRIMES.last().unwrap(), 16_381);
-        for p in ODD_PRIMES {
+        for &p in ODD_PRIMES.iter() {
             assert!(Integer::from(p).is_probably_prime(30) != rug::integer::IsPrime::No);
         }
     }
@@ -256,7 +205,7 @@ mod tests {
     #[test]
     fn groups_cover_every_prime_once_and_fit_a_word() {
         let mut next = 0;
-        for (product, start, end) in PRIME_GROUPS {
+        for &(product, start, end) in PRIME_GROUPS.iter() {
             assert_eq!(start, next);
             assert!(end > start);
             let exact: Integer = ODD_PRIMES[start..end]
