@@ -55,7 +55,7 @@ pub fn is_prime_integer(n: &Integer) -> bool {
     if let Some(small) = n.to_u64() {
         return super::is_prime_u64(small);
     }
-    if *n < 0 {
+    if n.is_negative() {
         return false;
     }
     is_prime_limbs(n.as_limbs())
@@ -68,8 +68,7 @@ fn is_prime_limbs(n: &[Limb]) -> bool {
     if n[0].is_multiple_of(2) {
         return false;
     }
-    let bits = n.len() as u64 * 64 - u64::from(n[n.len() - 1].leading_zeros());
-    if has_small_factor(bits, |m| mod_1(n, m)) {
+    if has_small_factor(bit_length(n), |m| mod_1(n, m)) {
         return false;
     }
     if n.len() > MAX_OWN_LIMBS {
@@ -113,6 +112,11 @@ fn addmul_1(r: &mut [Limb], a: &[Limb], q: Limb) -> Limb {
     assert!(!a.is_empty() && r.len() >= a.len());
     // SAFETY: r has at least n limbs and does not overlap a.
     unsafe { gmp::mpn_addmul_1(r.as_mut_ptr(), a.as_ptr(), size(a), q) }
+}
+
+/// The number of bits of a number whose top limb is not zero.
+fn bit_length(a: &[Limb]) -> u64 {
+    a.len() as u64 * 64 - u64::from(a[a.len() - 1].leading_zeros())
 }
 
 /// r = a + b (all the same length); returns the carry.
@@ -356,7 +360,7 @@ impl Mont {
 
     /// The number of bits of n.
     fn bits(&self) -> u64 {
-        self.len() as u64 * 64 - u64::from(self.n[self.len() - 1].leading_zeros())
+        bit_length(&self.n)
     }
 
     /// The strong probable-prime test to base 2: with n - 1 = d 2^s, d odd,
@@ -595,6 +599,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn linear_helpers_match_gmp() {
+        let mut state = 0x11;
+        for len in 1..6usize {
+            for round in 0..200 {
+                let mut draw = || -> Vec<Limb> {
+                    (0..len)
+                        .map(|_| match round % 4 {
+                            0 => Limb::MAX,
+                            1 => 0,
+                            _ => splitmix(&mut state),
+                        })
+                        .collect()
+                };
+                let (a, mut b) = (draw(), draw());
+                if round % 7 == 0 {
+                    b = a.clone();
+                }
+                let (ia, ib) = (int(&a), int(&b));
+                let r_bits = 64 * len as u32;
+                let modulus = Integer::from(1) << r_bits;
+                let mut r = vec![0; len];
+                let carry = add_n(&mut r, &a, &b);
+                let sum = Integer::from(&ia + &ib);
+                assert_eq!(int(&r), Integer::from(&sum % &modulus));
+                assert_eq!(carry, u64::from(sum >= modulus));
+                let mut r2 = a.clone();
+                assert_eq!(add_in_place(&mut r2, &b), carry);
+                assert_eq!(r2, r);
+                let borrow = sub_n(&mut r, &a, &b);
+                assert_eq!(int(&r), Integer::from(&ia - &ib).modulo(&modulus));
+                assert_eq!(borrow, u64::from(ia < ib));
+                let mut r3 = a.clone();
+                assert_eq!(sub_in_place(&mut r3, &b), borrow);
+                assert_eq!(r3, r);
+                let mut twice = a.clone();
+                let out = double_in_place(&mut twice);
+                let doubled = Integer::from(&ia * 2u32);
+                assert_eq!(int(&twice), Integer::from(&doubled % &modulus));
+                assert_eq!(out, u64::from(doubled >= modulus));
+                assert_eq!(cmp(&a, &b), ia.cmp(&ib));
+            }
+        }
+        for bits in [65u32, 127, 128, 129, 4096] {
+            let n = (Integer::from(1) << (bits - 1)) + 1u32;
+            assert_eq!(bit_length(n.as_limbs()), u64::from(bits));
+        }
+    }
+
+    #[test]
+    fn trial_division_tries_the_primes_below_the_bit_length() {
+        // 127 * q with q prime: 127 lies below the bit length when n has
+        // 128 bits or more; GMP's rule then finds it (a composite either
+        // way: the strong tests find it too, so is_prime_limbs cannot tell).
+        let q = (Integer::from(1) << 121u32).next_prime();
+        let n = Integer::from(&q * 127u32);
+        assert_eq!(bit_length(n.as_limbs()), 128);
+        assert!(has_small_factor(bit_length(n.as_limbs()), |m| mod_1(
+            n.as_limbs(),
+            m
+        )));
+        let small = Integer::from(&q * 131u32);
+        assert!(!has_small_factor(127, |m| mod_1(small.as_limbs(), m)));
     }
 
     #[test]

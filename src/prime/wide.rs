@@ -33,12 +33,18 @@ pub fn is_prime_u128(n: u128) -> bool {
     if n.is_multiple_of(2) {
         return false;
     }
-    let bits = u64::from(128 - n.leading_zeros());
-    if has_small_factor(bits, |m| (n % u128::from(m)) as u64) {
+    if has_small_factor_u128(n) {
         return false;
     }
     let m = Mont::for_modulus(n);
     m.strong_base_2() && m.strong_lucas()
+}
+
+/// GMP's trial division: whether an odd prime below n's bit length
+/// divides n.
+fn has_small_factor_u128(n: u128) -> bool {
+    let bits = u64::from(128 - n.leading_zeros());
+    has_small_factor(bits, |m| (n % u128::from(m)) as u64)
 }
 
 /// The full 256-bit product of two 128-bit numbers, as (low, high).
@@ -346,6 +352,25 @@ mod tests {
                 assert_eq!(Integer::from(m.div_small(q)), want, "R / {q} mod {n}");
             }
         }
+    }
+
+    #[test]
+    fn trial_division_stops_at_the_bit_length() {
+        // 127 q has 128 bits when q is just above 2^121, 127 when just
+        // below 2^121 - 2^114: 127 is tried in the first case only.
+        let q = Integer::from(Integer::u_pow_u(2, 121))
+            .next_prime()
+            .to_u128()
+            .unwrap();
+        assert_eq!(128 - (127 * q).leading_zeros(), 128);
+        assert!(has_small_factor_u128(127 * q));
+        let q = Integer::from((1u128 << 120) + 1)
+            .next_prime()
+            .to_u128()
+            .unwrap();
+        assert_eq!(128 - (127 * q).leading_zeros(), 127);
+        assert!(!has_small_factor_u128(127 * q));
+        assert!(has_small_factor_u128(3 * q));
     }
 
     #[test]
