@@ -601,6 +601,42 @@ mod tests {
         }
     }
 
+    /// The strong base-2 test through GMP's pow_mod: the reference for
+    /// the base-2 half alone (most composites fail it, primes pass).
+    fn reference_strong_base_2(n: &Integer) -> bool {
+        let minus_one = Integer::from(n - 1u32);
+        let s = minus_one.find_one(0).expect("n > 1");
+        let mut x = Integer::from(2)
+            .pow_mod(&Integer::from(&minus_one >> s), n)
+            .expect("n > 0");
+        let mut passes = x == 1 || x == minus_one;
+        for _ in 1..s {
+            x.square_mut();
+            x %= n;
+            passes |= x == minus_one;
+        }
+        passes
+    }
+
+    #[test]
+    fn strong_base_2_alone_matches_gmp() {
+        let mut state = 0xba52;
+        let mut passed = 0;
+        for i in 0..600u32 {
+            let mut n = random_bits(&mut state, 65 + i % 700) | 1u32;
+            if i % 5 == 0 {
+                n.next_prime_mut();
+            }
+            let want = reference_strong_base_2(&n);
+            passed += u32::from(want);
+            for kind in [Kind::Inline, Kind::Addmul] {
+                let mut m = Mont::with_reduction(n.as_limbs(), kind);
+                assert_eq!(m.strong_base_2(), want, "{n}, {kind:?}");
+            }
+        }
+        assert!(passed > 60 && passed < 500, "{passed} passed");
+    }
+
     #[test]
     fn linear_helpers_match_gmp() {
         let mut state = 0x11;

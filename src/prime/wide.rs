@@ -354,6 +354,39 @@ mod tests {
         }
     }
 
+    /// The strong base-2 test through GMP's pow_mod: the reference for
+    /// the base-2 half alone (most composites fail it, primes pass).
+    fn reference_strong_base_2(n: &Integer) -> bool {
+        let minus_one = Integer::from(n - 1u32);
+        let s = minus_one.find_one(0).expect("n > 1");
+        let mut x = Integer::from(2)
+            .pow_mod(&Integer::from(&minus_one >> s), n)
+            .expect("n > 0");
+        let mut passes = x == 1 || x == minus_one;
+        for _ in 1..s {
+            x.square_mut();
+            x %= n;
+            passes |= x == minus_one;
+        }
+        passes
+    }
+
+    #[test]
+    fn strong_base_2_alone_matches_gmp() {
+        let mut state = 0xba5e;
+        let mut passed = 0;
+        for i in 0..5000u32 {
+            let mut n = draw_u128(&mut state) >> (i % 64) | 1 << 64 | 1;
+            if i % 5 == 0 {
+                n = Integer::from(n).next_prime().to_u128().unwrap_or(n);
+            }
+            let want = reference_strong_base_2(&Integer::from(n));
+            passed += u32::from(want);
+            assert_eq!(Mont::for_modulus(n).strong_base_2(), want, "n = {n}");
+        }
+        assert!(passed > 500 && passed < 4500, "{passed} passed");
+    }
+
     #[test]
     fn trial_division_stops_at_the_bit_length() {
         // 127 q has 128 bits when q is just above 2^121, 127 when just
