@@ -2,7 +2,7 @@
 //! faster than GMP's own `mpz_probab_prime_p` and with its answers.
 //!
 //! The test is GMP's step for step where a step can decide an answer (see
-//! [`super::small`]): trial division by the odd primes below the bit
+//! `small`): trial division by the odd primes below the bit
 //! length, a strong base-2 test, a strong Lucas test with Selfridge's
 //! method A parameters. Where the time goes differs:
 //!
@@ -11,10 +11,10 @@
 //! * the Lucas test runs W_k = V_2k / Q^k, the V-sequence of parameters
 //!   (P^2/Q - 2, 1): one squaring and one multiplication a bit, no Q^k and
 //!   no U_k (GMP's costs three squarings and two divisions a bit); U_d, V_d
-//!   and the V_(d 2^r) are read off W exactly (see [`Mont::strong_lucas`]);
+//!   and the V_(d 2^r) are read off W exactly (see `Mont::strong_lucas`);
 //! * products are GMP's `mpn_sqr` and `mpn_mul_n` (its assembly, Karatsuba
 //!   and Toom-Cook at large sizes), reduced by Montgomery's method word by
-//!   word (see [`Reduction`]).
+//!   word (see `Reduction`).
 //!
 //! Above [`MAX_OWN_LIMBS`] (4,096 bits) GMP's own test is the faster one,
 //! and is called.

@@ -13,7 +13,7 @@
 //! doubles instead of multiplying by the base. The Lucas test runs the
 //! V-sequence of parameters (P^2/Q - 2, 1), whose terms W_k = V_2k / Q^k
 //! need neither Q^k nor U: one squaring and one multiplication per bit
-//! (see [`strong_lucas`] for how U_d, V_d and the V_(d 2^r) are read off
+//! (see `Mont::strong_lucas` for how U_d, V_d and the V_(d 2^r) are read off
 //! it exactly).
 //!
 //! Hand-written: the crate made for this job, `machine-prime` with its
