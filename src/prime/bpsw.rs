@@ -442,14 +442,15 @@ impl Mont {
         let mut two = self.one.clone();
         self.double(&mut two);
         self.sub_assign(&mut p, &two);
-        // n + 1 = d 2^s: s is the number of trailing one bits of n.
-        let s = self
+        // n + 1 = d 2^s: s is the number of trailing one bits of n. Some
+        // limb has a zero bit: 2^(64k) - 1 is a multiple of 5, so (5/n) = 0
+        // ended the search above.
+        let i = self
             .n
             .iter()
             .position(|&l| l != Limb::MAX)
-            .map_or(k as u64 * 64, |i| {
-                i as u64 * 64 + u64::from(self.n[i].trailing_ones())
-            });
+            .expect("n = 2^(64k) - 1 is a multiple of 5, composite before here");
+        let s = i as u64 * 64 + u64::from(self.n[i].trailing_ones());
         // m = (d - 1) / 2 = n >> (s + 1); the ladder runs over its bits
         // from (W_0, W_1) = (2, P').
         let (mut w, mut w1) = (two.clone(), p.clone());
@@ -832,6 +833,18 @@ mod tests {
                 assert!(!is_prime_integer(&n));
             }
             assert!(tried < 400, "{strong} strong pseudoprimes in {tried} tries");
+        }
+    }
+
+    #[test]
+    fn all_ones_is_composite_before_the_ladder() {
+        for k in 2..6u32 {
+            let n = (Integer::from(1) << (64 * k)) - 1u32;
+            assert!(n.is_divisible_u(5));
+            assert!(
+                !Mont::for_modulus(n.as_limbs()).strong_lucas(),
+                "2^(64 {k}) - 1"
+            );
         }
     }
 
