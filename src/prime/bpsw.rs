@@ -837,6 +837,25 @@ mod tests {
     }
 
     #[test]
+    fn primes_whose_low_limbs_are_all_ones() {
+        // n + 1 = d 2^s with s >= 64: the trailing ones run past limb 0.
+        for (limbs, extra) in [(2u32, 0u32), (3, 0), (3, 64), (5, 3)] {
+            let mut a = Integer::from(1) << (64 * (limbs - 1) - 1);
+            let n = loop {
+                let n = (Integer::from(&a + 1u32) << (64 + extra)) - 1u32;
+                if gmp(&n) {
+                    break n;
+                }
+                a += 1u32;
+            };
+            assert!(n.as_limbs()[0] == Limb::MAX, "{n}");
+            let mut m = Mont::for_modulus(n.as_limbs());
+            assert!(m.strong_lucas(), "{n}");
+            assert!(is_prime_integer(&n), "{n}");
+        }
+    }
+
+    #[test]
     fn all_ones_is_composite_before_the_ladder() {
         for k in 2..6u32 {
             let n = (Integer::from(1) << (64 * k)) - 1u32;

@@ -174,16 +174,16 @@ pub fn inverse_mod(a: u64, m: u64) -> u64 {
         (t0, t1) = (t1, t0 - q * t1);
     }
     debug_assert!(r0 == 1 || m == 1, "{a} is not invertible mod {m}");
-    // |t0| < m, so one addition brings it into [0, m).
-    let t = if t0 < 0 { t0 + i128::from(m) } else { t0 };
-    (t as u64) % m
+    // |t0| < m: its representative in [0, m) fits a u64.
+    t0.rem_euclid(i128::from(m)) as u64
 }
 
-/// The k in [0, q) with x + k n divisible by q, given x mod q and n mod q
-/// (n coprime to q): dividing x + k n by q then gives x / q mod n, which is
-/// how both tests get R / Q mod n without a general division.
+/// The k in [0, q) with x + k n divisible by q, given x mod q (below q)
+/// and n mod q (n coprime to q): dividing x + k n by q then gives x / q mod
+/// n, which is how both tests get R / Q mod n without a general division.
 pub fn exact_multiplier(x_mod_q: u64, n_mod_q: u64, q: u64) -> u64 {
-    let k = u128::from(q - x_mod_q % q) * u128::from(inverse_mod(n_mod_q, q));
+    debug_assert!(x_mod_q < q);
+    let k = u128::from(q - x_mod_q) * u128::from(inverse_mod(n_mod_q, q));
     (k % u128::from(q)) as u64
 }
 
