@@ -388,6 +388,22 @@ mod tests {
     }
 
     #[test]
+    fn squares_fail_the_lucas_test() {
+        // No Selfridge D exists for a square: the search must notice the
+        // square (GMP's answer, composite) rather than run forever.
+        let mut state = 0x5a;
+        for bits in [33u32, 40, 50, 63, 64] {
+            let p = Integer::from(splitmix(&mut state) >> (64 - bits) | 1 << (bits - 1))
+                .next_prime()
+                .to_u128()
+                .unwrap();
+            let square = p * p;
+            assert!(square >> 64 != 0);
+            assert!(!Mont::for_modulus(square).strong_lucas(), "{p}^2");
+        }
+    }
+
+    #[test]
     fn trial_division_stops_at_the_bit_length() {
         // 127 q has 128 bits when q is just above 2^121, 127 when just
         // below 2^121 - 2^114: 127 is tried in the first case only.
