@@ -58,11 +58,16 @@ pub fn is_prime_integer(n: &Integer) -> bool {
     if n.is_negative() {
         return false;
     }
+    if n.as_limbs().len() > MAX_OWN_LIMBS {
+        // GMP's trial division and test, without ours first.
+        return super::is_prime_big(n);
+    }
     is_prime_limbs(n.as_limbs())
 }
 
 /// Whether the number with little-endian `limbs` (the top one non-zero,
-/// at least two of them, so n >= 2^64) passes GMP's Baillie-PSW.
+/// at least two of them, so n >= 2^64, and at most [`MAX_OWN_LIMBS`])
+/// passes GMP's Baillie-PSW.
 fn is_prime_limbs(n: &[Limb]) -> bool {
     debug_assert!(n.len() >= 2 && n[n.len() - 1] != 0);
     if n[0].is_multiple_of(2) {
@@ -71,16 +76,8 @@ fn is_prime_limbs(n: &[Limb]) -> bool {
     if has_small_factor(bit_length(n), |m| mod_1(n, m)) {
         return false;
     }
-    if n.len() > MAX_OWN_LIMBS {
-        return gmp_is_prime(n);
-    }
     let mut m = Mont::for_modulus(n);
     m.strong_base_2() && m.strong_lucas()
-}
-
-/// GMP's Baillie-PSW on limbs (for numbers above [`MAX_OWN_LIMBS`]).
-fn gmp_is_prime(n: &[Limb]) -> bool {
-    super::is_prime_big(&Integer::from_digits(n, rug::integer::Order::Lsf))
 }
 
 // Safe wrappers around the `mpn` functions, each checking the lengths GMP
