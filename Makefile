@@ -55,7 +55,7 @@ soak: deps
 	$(CARGO) test --release --test soak -- --ignored --nocapture
 
 ## differential-long: our Baillie-PSW against GMP at every bit length up to
-## 14,300 (not in CI: about an hour on two cores); PRIME_DIFF_SEED=<n>
+## 14,300 (not in CI: about 16 minutes on two cores); PRIME_DIFF_SEED=<n>
 ## replays a run, PRIME_DIFF_SCALE=<x> scales the short tests' counts.
 differential-long: deps
 	$(CARGO) test --release --test primality_differential -- --include-ignored --nocapture
