@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Extra flags for `make run`, e.g. make run ARGS='--log-level debug'
 ARGS ?=
 
-.PHONY: all build run test lint fmt deps clean soak fuzz bench mutants deb test-package
+.PHONY: all build run test lint fmt deps clean soak fuzz bench mutants deb test-package differential-long
 
 all: build
 
@@ -22,8 +22,10 @@ run: deps
 
 ## test: unit, integration and doc tests of the workspace (the bench's smoke
 ## run and test-support's own unit tests included), criterion once per
-## case, then a short run of each fuzz
-## target (FUZZ_TEST_SECONDS each). On CI (CI=true) every tool a test needs
+## case, the primality differential test against GMP in an optimised build
+## (10^6 numbers below 2^128 and 10^5 up to 1000 bits: about half a minute
+## optimised; a debug build runs a hundredth of it), then a short run of
+## each fuzz target (FUZZ_TEST_SECONDS each). On CI (CI=true) every tool a test needs
 ## is installed or the run fails, so no test can skip there; locally a
 ## missing tool makes its tests skip, loudly.
 FUZZ_TEST_SECONDS ?= 20
@@ -31,6 +33,7 @@ test: deps
 	@scripts/ensure-tools.sh --optional python3 logrotate haproxy socat strace fiu-run fiu-ctrl lintian systemd-analyze prometheus promtool rsyslogd
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --benches
+	$(CARGO) test --release --test primality_differential
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_OPTIONAL=$(if $(filter-out 0 false,$(CI)),,1)
 
 ## deb: the Debian package, target/debian/prime-server_<version>-1_<arch>.deb
@@ -74,14 +77,20 @@ lint: deps
 soak: deps
 	$(CARGO) test --release --test soak -- --ignored --nocapture
 
+## differential-long: our Baillie-PSW against GMP at every bit length up to
+## 14,300 (not in CI: about 16 minutes on two cores); PRIME_DIFF_SEED=<n>
+## replays a run, PRIME_DIFF_SCALE=<x> scales the short tests' counts.
+differential-long: deps
+	$(CARGO) test --release --test primality_differential -- --include-ignored --nocapture
+
 ## fuzz: fuzz each target (the line parser, the PROXY header parser, the
-## connection's line framing) for FUZZ_SECONDS (installs cargo-fuzz if
+## connection's line framing, our Baillie-PSW against GMP's) for FUZZ_SECONDS (installs cargo-fuzz if
 ## missing); FUZZ_TARGETS=conn_framing for one. With FUZZ_OPTIONAL=1 (what
 ## `make test` passes off CI) a cargo-fuzz that cannot be installed skips
 ## the fuzzing with a message instead of failing. cargo-fuzz needs nightly
 ## flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parse_line proxy_header conn_framing
+FUZZ_TARGETS ?= parse_line proxy_header conn_framing prime_wide
 FUZZ_OPTIONAL ?=
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "make fuzz: installing cargo-fuzz with cargo install"; $(CARGO) install cargo-fuzz --locked; } \
@@ -101,7 +110,7 @@ fuzz: deps
 ## which passes here). The report is in target/mutants/mutants.out
 ## (missed.txt, caught.txt, timeout.txt, ...). Narrow it with
 ## MUTANTS_FILES='src/prime/parse.rs'.
-MUTANTS_FILES ?= src/prime/parse.rs src/escape.rs src/prime/verdict.rs src/prime/primality.rs src/audit/log.rs src/net/connection.rs src/net/framing.rs src/net/ready_queue.rs
+MUTANTS_FILES ?= src/prime/parse.rs src/escape.rs src/prime/verdict.rs src/prime/primality.rs src/prime/primality/small.rs src/prime/primality/wide.rs src/prime/primality/bpsw.rs src/audit/log.rs src/net/connection.rs src/net/framing.rs src/net/ready_queue.rs
 mutants: deps
 	@command -v cargo-mutants >/dev/null 2>&1 || { echo "make mutants: installing cargo-mutants with cargo install"; $(CARGO) install cargo-mutants --locked; }
 	@$(CARGO) mutants $(addprefix --file ,$(MUTANTS_FILES)) --output target/mutants --cargo-arg=--lib; \

@@ -72,7 +72,7 @@ pub struct ServerArgs {
     #[arg(long, env = "PRIME_SERVER_SEAL_FAIL_CLOSED")]
     pub seal_fail_closed: bool,
 
-    /// Heavy-lane threads: big-number (above 2^64) tests run at once, at most [default: number of cores]
+    /// Heavy-lane threads: big-number (above 2^128) tests run at once, at most [default: number of cores]
     #[arg(long, env = "PRIME_SERVER_BIG_TESTS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
     pub big_tests: Option<usize>,
 

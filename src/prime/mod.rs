@@ -1,5 +1,6 @@
 //! **prime**: the prime service. Python's `int()` grammar on bytes, the
-//! primality test (exact below 2^64, Baillie-PSW above), the verdict and
+//! primality test (exact below 2^64, Baillie-PSW above: native to
+//! 2^128, on GMP's limbs beyond), the verdict and
 //! its audit phrase, and the [`PrimeService`] that wires them to the
 //! network core (a [`Handler`](crate::net::Handler)) and the audit trail.
 //!
@@ -22,6 +23,8 @@ mod service;
 mod verdict;
 
 pub use parse::{parse_int, strip, ParseError, ParsedInt, MAX_DIGITS};
-pub use primality::{is_heavy, is_prime, is_prime_big, is_prime_u64};
+pub use primality::{
+    is_heavy, is_prime, is_prime_big, is_prime_integer, is_prime_u128, is_prime_u64,
+};
 pub use service::{BigTest, Config, PrimeOptions, PrimeService, PrimeSummary};
 pub use verdict::{answer, decide, Answer, Decision, Verdict, QUOTED_INPUT_LIMIT};

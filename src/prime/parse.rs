@@ -64,6 +64,15 @@ impl ParsedInt {
         }
         self.digits.parse().ok()
     }
+
+    /// The value as a `u128`, when it is non-negative and fits: such
+    /// numbers have a native primality test of their own.
+    pub fn to_u128(&self) -> Option<u128> {
+        if self.negative {
+            return None;
+        }
+        self.digits.parse().ok()
+    }
 }
 
 impl std::fmt::Display for ParsedInt {
@@ -227,6 +236,17 @@ mod tests {
         assert_eq!(over, Ok(None));
         assert_eq!(parse_int(b"-1").map(|n| n.to_u64()), Ok(None));
         assert_eq!(parse_int(b"-0").map(|n| n.to_u64()), Ok(Some(0)));
+    }
+
+    #[test]
+    fn u128_boundary() {
+        let max = parse_int(b"340282366920938463463374607431768211455").map(|n| n.to_u128());
+        assert_eq!(max, Ok(Some(u128::MAX)));
+        let over = parse_int(b"340282366920938463463374607431768211456").map(|n| n.to_u128());
+        assert_eq!(over, Ok(None));
+        assert_eq!(parse_int(b"-1").map(|n| n.to_u128()), Ok(None));
+        assert_eq!(parse_int(b"-0").map(|n| n.to_u128()), Ok(Some(0)));
+        assert_eq!(parse_int(b"+0_7").map(|n| n.to_u128()), Ok(Some(7)));
     }
 
     #[test]

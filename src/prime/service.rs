@@ -7,7 +7,7 @@
 //! between. If the audit write fails the client gets no `T`/`F` for those
 //! lines, the connection is closed and the failure is logged and counted.
 //!
-//! Numbers above 2^64 need the big-number test (up to about a second and a
+//! Numbers above 2^128 need the big-number test (up to about a second and a
 //! half at 4300 digits). The worker that meets one does not run it: it
 //! answers the lines before it, then hands the connection to the heavy lane
 //! ([`crate::net::lane`]) and is free at once. The lane runs the test, audits and
