@@ -125,12 +125,6 @@ impl Liveness {
             });
     }
 
-    /// Whether the accept loop is handling a connection right now (it will
-    /// most likely queue it for a worker within microseconds).
-    pub fn acceptor_handling(&self) -> bool {
-        !self.acceptor_turn.load(Ordering::Relaxed).is_multiple_of(2)
-    }
-
     /// How long the accept loop has been on its current busy turn, as far
     /// as successive checks can tell; zero when it is waiting.
     fn acceptor_busy_for(&self) -> Duration {

@@ -253,10 +253,7 @@ impl<H: Handler> Core<H> {
     /// been idle for a while or the server stops (see
     /// [`crate::net::ready_queue`]).
     fn drain(self: Arc<Self>) {
-        while let Some(conn) = self
-            .ready
-            .next(|| self.stopping(), || self.liveness.acceptor_handling())
-        {
+        while let Some(conn) = self.ready.next(|| self.stopping()) {
             self.metrics.queued.dec();
             self.metrics.in_service.inc();
             // Handler panics are contained inside `work`; this catches a bug
