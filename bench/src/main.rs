@@ -12,7 +12,9 @@
 //!   loop of big numbers, through HAProxy, with each audit sync mode, and
 //!   with the audit log sealed; and scaling past two cores: prime-server's
 //!   CPU per request by thread role, where each single-threaded role
-//!   would saturate one core, and system calls per request by kind.
+//!   would saturate one core, and system calls per request by kind; and
+//!   prime-server's CPU per request on primes of each size, beside one
+//!   strong base-2 test and GMP's whole test in gmpy2, timed in-process.
 //! * `prime-bench floor`: the floor reference server itself.
 
 mod behaviours;
@@ -170,11 +172,13 @@ enum Section {
     Seal,
     /// CPU per request by thread role, system calls per request by kind.
     Scaling,
+    /// Server CPU per request by size of prime, beside gmpy2's tests.
+    Primality,
 }
 
 impl Section {
     /// Every section, in report order.
-    const ALL: [Section; 8] = [
+    const ALL: [Section; 9] = [
         Section::Classic,
         Section::Stalled,
         Section::Idle,
@@ -183,6 +187,7 @@ impl Section {
         Section::AuditSync,
         Section::Seal,
         Section::Scaling,
+        Section::Primality,
     ];
 }
 
@@ -322,6 +327,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             floor,
             lane_workload: Workload::Digits100,
             lock_lines: 2_000,
+            test_timing: Duration::from_millis(5),
+            test_repeats: 2,
         }
     } else {
         behaviours::Settings {
@@ -342,6 +349,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             floor,
             lane_workload: Workload::Digits100,
             lock_lines: 200_000,
+            test_timing: Duration::from_millis(100),
+            test_repeats: 5,
         }
     };
     let bench = behaviours::Bench::new(&tools, &settings);
@@ -362,6 +371,15 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 grids.push(s.roles);
                 Some((s.table, s.targets))
             }),
+            Section::Primality => match behaviours::primality(&bench) {
+                Ok(p) => {
+                    eprintln!("{}", p.grid.markdown());
+                    grids.push(p.grid);
+                    more_targets.extend(p.targets);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
         };
         match outcome {
             Ok(Some((table, targets))) => {

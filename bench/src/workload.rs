@@ -16,8 +16,16 @@ pub enum Workload {
     Small,
     /// Primes just below 2^64: the most expensive 64-bit requests.
     U64Primes,
+    /// 25-digit primes (just above 10^24): above 2^64, on the native
+    /// 128-bit path.
+    Digits25,
+    /// 38-digit primes (just above 10^37): the native 128-bit path near
+    /// its top (2^128 is about 3.4e38).
+    Digits38,
     /// 100-digit primes.
     Digits100,
+    /// 300-digit primes (just above 10^299).
+    Digits300,
     /// A 1000-digit prime.
     Digits1000,
     /// A 4300-digit prime: the largest integer Python accepts.
@@ -33,7 +41,10 @@ impl Workload {
             Workload::Seventeen => "line 17",
             Workload::Small => "small integers",
             Workload::U64Primes => "64-bit primes",
+            Workload::Digits25 => "25-digit primes",
+            Workload::Digits38 => "38-digit primes",
             Workload::Digits100 => "100-digit primes",
+            Workload::Digits300 => "300-digit primes",
             Workload::Digits1000 => "1000-digit prime",
             Workload::Digits4300 => "4300-digit prime",
             Workload::Mix => "mix",
@@ -70,14 +81,17 @@ pub fn requests(workload: Workload) -> anyhow::Result<Vec<Request>> {
         Workload::Seventeen => vec![known("17", Verdict::Prime)],
         Workload::Small => small_integers(),
         Workload::U64Primes => u64_primes(64),
-        Workload::Digits100 => hundred_digit_primes(),
+        Workload::Digits25 => digit_primes(25),
+        Workload::Digits38 => digit_primes(38),
+        Workload::Digits100 => digit_primes(100),
+        Workload::Digits300 => digit_primes(300),
         Workload::Digits1000 => vec![known(&read_number("prime-1000.txt")?, Verdict::Prime)],
         Workload::Digits4300 => vec![known(&read_number("prime-4300.txt")?, Verdict::Prime)],
         Workload::Mix => {
             let mut mix = Vec::new();
             let small = small_integers();
             let primes = u64_primes(16);
-            let big = hundred_digit_primes();
+            let big = digit_primes(100);
             for i in 0..1000 {
                 mix.push(match i % 100 {
                     0 | 1 => big[i % big.len()].clone(),
@@ -167,13 +181,41 @@ fn u64_primes(count: usize) -> Vec<Request> {
         .collect()
 }
 
-/// A few 100-digit primes, confirmed by GMP with extra rounds.
-fn hundred_digit_primes() -> Vec<Request> {
+/// Four primes of `digits` digits, the first above k * 10^(digits - 1)
+/// for k = 1 to 4, found by GMP's `next_prime`.
+fn digit_primes(digits: u32) -> Vec<Request> {
     (1..=4u32)
         .map(|k| {
-            let start = rug::Integer::from(rug::Integer::u_pow_u(10, 99)) * k;
+            let start = rug::Integer::from(rug::Integer::u_pow_u(10, digits - 1)) * k;
             let p = start.next_prime();
             known(&p.to_string(), Verdict::Prime)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sized_primes_have_their_digits_and_sit_where_the_paths_change() {
+        let two_64 = rug::Integer::from(1) << 64;
+        let two_128 = rug::Integer::from(1) << 128;
+        for (workload, digits) in [
+            (Workload::Digits25, 25),
+            (Workload::Digits38, 38),
+            (Workload::Digits100, 100),
+            (Workload::Digits300, 300),
+        ] {
+            let requests = requests(workload).unwrap();
+            assert_eq!(requests.len(), 4);
+            for r in &requests {
+                assert_eq!(r.line.len(), digits, "{}", r.line);
+                assert_eq!(r.expected, Verdict::Prime);
+                let n: rug::Integer = r.line.parse().unwrap();
+                assert!(n > two_64);
+                assert_eq!(n < two_128, digits <= 38, "{n}");
+            }
+        }
+    }
 }

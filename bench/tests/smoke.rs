@@ -8,6 +8,8 @@
 //! rightly, fdatasyncs and seals where they belong. The scaling section's
 //! tables must split prime-server's CPU by thread role and, where perf can
 //! count, show the system calls per request by kind beside the floor's.
+//! The primality section must measure every size of prime, answered
+//! rightly, with gmpy2's times beside them where gmpy2 can be imported.
 //!
 //! `compare` starts the `prime-server` and `prime-audit` binaries found
 //! beside `prime-bench`; `cargo test --workspace` (what `make test` runs)
@@ -180,6 +182,7 @@ fn bench_compare_smoke_run_writes_tables_and_chart() {
     );
     behaviour_tables_hold(&report);
     scaling_tables_hold(&report);
+    primality_table_holds(&report);
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("prime-server"),
@@ -351,6 +354,62 @@ fn scaling_tables_hold(report: &str) {
         report.contains("| line 17, 8 connections: system calls per request under load"),
         "no system-call target row"
     );
+}
+
+/// The primality section: its columns, a row per size answered rightly
+/// with its server CPU, gmpy2's times (or `n/a` where the report says
+/// gmpy2 cannot be had), the floor's row, and the targets.
+fn primality_table_holds(report: &str) {
+    let table = table_titled(report, "Primality under load: ");
+    assert_eq!(
+        table.0,
+        [
+            "size",
+            "req/s",
+            "server CPU us/req",
+            "vs 64-bit prime",
+            "gmpy2 is_strong_prp(n,2) us",
+            "server CPU over one base-2 test",
+            "gmpy2 is_prime us",
+            "library is_prime us",
+            "errors/wrong",
+        ]
+    );
+    let number = |row: &str, name: &str| -> f64 {
+        let text = cell(&table, row, name);
+        text.trim_end_matches('x')
+            .parse()
+            .unwrap_or_else(|_| panic!("{row}: {name} is not a number: {text:?}"))
+    };
+    let gmpy2 = !report.contains("gmpy2 columns n/a");
+    if !gmpy2 {
+        eprintln!("SKIPPED the gmpy2 columns: gmpy2 cannot be imported here");
+    }
+    for size in ["64-bit", "25-digit", "38-digit", "100-digit", "300-digit"] {
+        let row = format!("{size} primes");
+        assert_eq!(cell(&table, &row, "errors/wrong"), "0/0", "{row}");
+        assert!(number(&row, "server CPU us/req") > 0.0, "{row}");
+        assert!(number(&row, "library is_prime us") > 0.0, "{row}");
+        if gmpy2 {
+            assert!(number(&row, "gmpy2 is_strong_prp(n,2) us") > 0.0, "{row}");
+            assert!(number(&row, "server CPU over one base-2 test") > 0.0);
+        } else {
+            assert_eq!(cell(&table, &row, "gmpy2 is_strong_prp(n,2) us"), "n/a");
+        }
+    }
+    assert_eq!(cell(&table, "64-bit primes", "vs 64-bit prime"), "1.00x");
+    assert!(number("floor", "server CPU us/req") > 0.0);
+    for target in [
+        "25-digit prime: server CPU/request vs a 64-bit prime",
+        "38-digit prime: server CPU/request vs a 64-bit prime",
+        "100-digit prime: server CPU/request over one base-2 strong test",
+        "300-digit prime: server CPU/request over one base-2 strong test",
+    ] {
+        assert!(
+            report.contains(&format!("| {target}")),
+            "no target row {target:?}"
+        );
+    }
 }
 
 #[test]

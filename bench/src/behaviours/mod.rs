@@ -9,7 +9,9 @@
 //! per request, heavy answers against the lane's capacity, HAProxy's own
 //! CPU). The rows of a table alternate within each round, as elsewhere.
 //! The scaling section splits prime-server's CPU per request by thread
-//! role and counts system calls per request, beside the floor's.
+//! role and counts system calls per request, beside the floor's. The
+//! primality section measures prime-server's CPU per request by size of
+//! prime, beside gmpy2's tests timed in-process.
 
 use crate::crowd::{self, Behaviour, Crowd};
 use crate::haproxy::{self, Haproxy};
@@ -84,6 +86,11 @@ pub struct Settings {
     pub lane_workload: Workload,
     /// Audit lines appended one at a time to time the audit lock.
     pub lock_lines: usize,
+    /// How long each in-process timing loop of the primality section
+    /// (gmpy2's tests, the library's) must last.
+    pub test_timing: Duration,
+    /// The best of this many such loops is taken.
+    pub test_repeats: u32,
 }
 
 impl Settings {
@@ -548,12 +555,14 @@ mod behind_haproxy;
 mod crowds;
 mod durability;
 mod heavy;
+mod primality;
 mod scaling;
 
 pub use behind_haproxy::through_haproxy;
 pub use crowds::{idle, stalled};
 pub use durability::{audit_sync, sealing};
 pub use heavy::heavy_mix;
+pub use primality::primality;
 pub use scaling::scaling;
 
 #[cfg(test)]
