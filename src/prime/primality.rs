@@ -69,7 +69,7 @@ pub fn is_prime(n: &ParsedInt) -> bool {
     Integer::from_str_radix(n.magnitude_digits(), 10).is_ok_and(|big| bpsw::is_prime_integer(&big))
 }
 
-/// Whether testing `n` costs more than a request does (about 11 us of
+/// Whether testing `n` costs more than a request does (11 to 15 us of
 /// server CPU), so it is worth rationing on the heavy lane.
 ///
 /// Measured in-process (median of runs): a 64-bit prime takes 1.3 us,
