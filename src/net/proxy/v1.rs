@@ -191,8 +191,11 @@ impl Family {
 
     /// Whether `token` can still grow into an address of this family.
     /// Exact for IPv4; for IPv6 a cheap over-approximation (alphabet,
-    /// length, group sizes, one `::`), since the whole token is checked by
-    /// [`Family::parse`] once its space or CR arrives.
+    /// length, group sizes, one `::`, a dotted group that can still be an
+    /// IPv4 address), since the whole token is checked by
+    /// [`Family::parse`] once its space or CR arrives. Either way a token
+    /// that fails never passes once it grows, so a prefix the parser has
+    /// rejected stays rejected.
     fn could_start(self, token: &[u8]) -> bool {
         match self {
             Family::V4 => {
@@ -211,9 +214,14 @@ impl Family {
                         .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
                     && !token.windows(3).any(|w| w == b":::")
                     && token.windows(2).filter(|w| *w == b"::").count() <= 1
-                    && token
-                        .split(|&b| b == b':')
-                        .all(|g| g.len() <= 4 || g.contains(&b'.'))
+                    && token.split(|&b| b == b':').all(|g| {
+                        if g.contains(&b'.') {
+                            // Only an IPv4 address at the end has dots.
+                            Family::V4.could_start(g)
+                        } else {
+                            g.len() <= 4
+                        }
+                    })
             }
         }
     }
@@ -360,6 +368,37 @@ mod tests {
         assert_eq!(parse_header(b"PROXY TCP4 25"), Ok(None));
         assert_eq!(parse_header(b"PROXY TCP4 1.2."), Ok(None));
         assert_eq!(parse_header(b"PROXY TCP6 ::ffff:1.2"), Ok(None));
+        // A dot does not revive a group that is already too long or not
+        // decimal (found by the proxy_header fuzz target).
+        assert_eq!(parse_header(b"PROXY TCP6 12345."), Err(src));
+        assert_eq!(parse_header(b"PROXY TCP6 ::ffff:abc."), Err(src));
+        assert_eq!(parse_header(b"PROXY TCP6 ::ffff:1.2.3.4."), Err(src));
+    }
+
+    #[test]
+    fn v1_a_rejected_prefix_stays_rejected() {
+        // The fuzz target's finding, minimised by hand: a 17-digit group
+        // was rejected, and the same bytes plus a dot were "read more".
+        for bytes in [
+            &b"PROXY TCP6 cccccceeeeeeeeeee.eee99 ::1 1 2\r\n"[..],
+            b"PROXY TCP6 12345.6 ::1 1 2\r\n",
+            b"PROXY TCP4 256.1.2.3 1.2.3.4 1 2\r\n",
+        ] {
+            let mut first = None;
+            for cut in 0..=bytes.len() {
+                let now = parse_header(&bytes[..cut]);
+                match first {
+                    None if now != Ok(None) => first = Some(now),
+                    Some(ref decided) => assert_eq!(&now, decided, "changed its mind at {cut}"),
+                    None => {}
+                }
+            }
+            assert!(
+                matches!(first, Some(Err(_))),
+                "{:?} must be rejected",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     #[test]
