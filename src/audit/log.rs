@@ -1133,6 +1133,46 @@ mod tests {
     }
 
     #[test]
+    fn opening_after_missed_epochs_tells_how_many_keys_were_erased() {
+        // An hour-long key epoch: a key made 90 minutes ago is one epoch
+        // behind (any start after a short stop), one made ten and a half
+        // hours ago ten behind, worth telling the operator.
+        let hour = Duration::from_secs(3600);
+        for (ago, told) in [(hour * 3 / 2, None), (hour * 21 / 2, Some(10))] {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("seal.state");
+            crate::audit::seal::keygen(&state, hour, SystemTime::now() - ago).unwrap();
+            let (logger, messages) = capture();
+            let log = AuditLog::open(
+                &dir.path().join("audit.log"),
+                SyncPolicy::None,
+                Some(&SealOptions {
+                    heartbeat: hour,
+                    ..SealOptions::new(state)
+                }),
+                AuditMetrics::default(),
+                &logger,
+            )
+            .unwrap();
+            log.close();
+            let stepped: Vec<String> = messages
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.starts_with("stepped the sealing key"))
+                .cloned()
+                .collect();
+            match told {
+                None => assert!(stepped.is_empty(), "{stepped:?}"),
+                Some(epochs) => assert!(
+                    stepped.len() == 1 && stepped[0].contains(&format!(" epochs={epochs}")),
+                    "{stepped:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
     fn new_lines_are_sealed_every_interval_and_at_close() {
         let dir = tempfile::tempdir().unwrap();
         let opened = Instant::now();
