@@ -681,21 +681,24 @@ impl Shared {
         }
     }
 
-    /// The sealing thread, on its own clock: every `every` it steps the
-    /// key to the current epoch and seals the lines written since the last
-    /// seal (or retries a failed seal); when no seal was made for
-    /// `heartbeat`, a heartbeat seal; at once after a reopen.
+    /// The sealing thread, on its own clock: as each key epoch ends it
+    /// steps the key (erasing the old one); every `every` it seals the
+    /// lines written since the last seal (or retries a failed seal); when
+    /// no seal was made for `heartbeat`, a heartbeat seal; at once after a
+    /// reopen.
     fn seal_every(&self, every: Duration, heartbeat: Duration) {
         let Some(sealer) = &self.sealer else { return };
-        // The key steps every epoch, even when lines are sealed less often.
-        let step = sealer.lock().schedule().epoch().min(every);
-        let mut next_step = Instant::now() + step;
+        let schedule = sealer.lock().schedule();
         let mut next_tick = Instant::now() + every;
         let mut control = self.control.lock();
         while !control.closing {
             if !control.seal_now {
-                // While sealing fails, the interval's retry is the only seal.
-                let mut deadline = next_tick.min(next_step);
+                // The key steps as its epoch ends, even when nothing is
+                // sealed; while sealing fails, the interval's retry is the
+                // only seal.
+                let now = SystemTime::now();
+                let step_in = schedule.next_epoch_start(now).duration_since(now);
+                let mut deadline = next_tick.min(Instant::now() + step_in.unwrap_or_default());
                 if !self.seal_failing.load(Ordering::Relaxed) {
                     let since = sealer
                         .lock()
@@ -711,11 +714,9 @@ impl Shared {
             }
             let seal_now = std::mem::take(&mut control.seal_now);
             drop(control);
+            // A no-op unless an epoch ended.
+            sealer.lock().tick(SystemTime::now());
             let now = Instant::now();
-            if now >= next_step {
-                next_step = after(next_step, step, now);
-                sealer.lock().tick(SystemTime::now());
-            }
             let tick = now >= next_tick;
             if tick {
                 next_tick = after(next_tick, every, now);
@@ -1330,6 +1331,74 @@ mod tests {
         assert_eq!(report.end, crate::audit::seal::End::Live);
         assert!(report.heartbeats >= 5);
         log.close();
+    }
+
+    /// CPU time (user + system) of this process's threads named
+    /// `audit-seal`, keyed by thread id.
+    fn seal_thread_cpu() -> std::collections::HashMap<String, Duration> {
+        let mut cpu = std::collections::HashMap::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            if comm.trim_end() != "audit-seal" {
+                continue;
+            }
+            // Fields after the ")" that ends the name, from the state on:
+            // utime and stime are the 12th and 13th, in ticks of 10 ms.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            if let (Some(user), Some(system)) = (tick(11), tick(12)) {
+                let name = task.file_name().to_string_lossy().into_owned();
+                cpu.insert(name, Duration::from_millis((user + system) * 10));
+            }
+        }
+        cpu
+    }
+
+    #[test]
+    fn the_heartbeat_comes_on_time_between_interval_ticks_without_spinning() {
+        // Interval ticks at 2 s and 4 s; the heartbeat is due at 3 s. A
+        // thread that waited only for ticks would beat at 4 s; one that
+        // computed the heartbeat deadline wrongly would spin meanwhile.
+        let dir = tempfile::tempdir().unwrap();
+        let before = seal_thread_cpu();
+        let beat = Duration::from_secs(3);
+        let (log, metrics, _key) = sealed_log_with(dir.path(), Duration::from_secs(2), beat, false);
+        let started = Instant::now();
+        let until = started + Duration::from_secs(10);
+        // A new thread names itself once it runs: wait for it.
+        let mut ours = Vec::new();
+        while ours.is_empty() && Instant::now() < until {
+            ours = seal_thread_cpu()
+                .into_keys()
+                .filter(|tid| !before.contains_key(tid))
+                .collect();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!ours.is_empty(), "no new audit-seal thread");
+        while metrics.heartbeats.get() == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let first = started.elapsed();
+        let spent: Duration = seal_thread_cpu()
+            .into_iter()
+            .filter(|(tid, _)| ours.contains(tid))
+            .map(|(_, cpu)| cpu)
+            .sum();
+        log.close();
+        assert!(metrics.heartbeats.get() > 0, "no heartbeat in 10 s");
+        assert!(
+            first < beat + Duration::from_millis(700),
+            "first heartbeat after {first:?}, due after {beat:?}"
+        );
+        assert!(
+            spent < Duration::from_millis(500),
+            "the idle sealing thread used {spent:?} of CPU in {first:?}"
+        );
     }
 
     #[test]

@@ -120,6 +120,18 @@ impl Schedule {
         (t_us >= start).then(|| (t_us - start) / self.epoch_ms.saturating_mul(1000))
     }
 
+    /// When the key in use at `now` must be erased: the start of the next
+    /// epoch (of epoch 0, before it).
+    pub fn next_epoch_start(&self, now: SystemTime) -> SystemTime {
+        let next = self
+            .epoch_of(micros(now))
+            .map_or(0, |e| e.saturating_add(1));
+        let at_ms = next
+            .saturating_mul(self.epoch_ms)
+            .saturating_add(self.start_ms);
+        UNIX_EPOCH + Duration::from_millis(at_ms)
+    }
+
     /// The epoch's length.
     pub fn epoch(&self) -> Duration {
         Duration::from_millis(self.epoch_ms)
@@ -249,6 +261,11 @@ mod tests {
         assert_eq!(s.epoch_of(1_000_000), Some(0));
         assert_eq!(s.epoch_of(1_249_999), Some(0));
         assert_eq!(s.epoch_of(1_250_000), Some(1));
+        let at = |us: u64| UNIX_EPOCH + Duration::from_micros(us);
+        assert_eq!(s.next_epoch_start(at(10)), at(1_000_000));
+        assert_eq!(s.next_epoch_start(at(1_000_000)), at(1_250_000));
+        assert_eq!(s.next_epoch_start(at(1_249_999)), at(1_250_000));
+        assert_eq!(s.next_epoch_start(at(1_250_000)), at(1_500_000));
         assert_eq!(
             Schedule::new(UNIX_EPOCH + Duration::from_micros(1_234_567), s.epoch()),
             Schedule {
