@@ -23,6 +23,7 @@
 //!
 //!  echo     a second Handler on the same core     client   the client side
 //!  escape   client bytes made safe for any log (a leaf every layer uses)
+//!  lock     the mutex of the per-request locks: sleeps, never yields (a leaf)
 //! ```
 //!
 //! | module | what it is |
@@ -70,6 +71,7 @@ pub mod audit;
 pub mod client;
 pub mod echo;
 mod escape;
+mod lock;
 pub mod net;
 pub mod ops;
 pub mod prime;

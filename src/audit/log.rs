@@ -43,6 +43,7 @@ use crate::audit::line::{format_lines, Entry};
 use crate::audit::metrics::AuditMetrics;
 use crate::audit::policy::SyncPolicy;
 use crate::audit::seal::{self, FileId, SealError, Sealed, Sealer, Shipper, Tracker, Why};
+use crate::lock::Lock;
 use parking_lot::{Condvar, Mutex};
 use slog::{error, info, warn, Logger};
 use std::fs::{File, OpenOptions};
@@ -156,7 +157,7 @@ struct Shared {
     /// Where the file is.
     path: PathBuf,
     /// The file and what the writer knows of it.
-    writer: Mutex<Writer>,
+    writer: Lock<Writer>,
     /// The durability asked for.
     policy: SyncPolicy,
     /// Group commit state for `always`.
@@ -313,7 +314,7 @@ impl AuditLog {
         };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer {
+            writer: Lock::new(Writer {
                 file: Arc::new(file),
                 undo: None,
                 unreported: 0,

@@ -6,9 +6,9 @@
 //!
 //! It knows sockets, time and the [`Handler`] contract, never primes nor
 //! audit files: it imports nothing from [`crate::prime`],
-//! [`crate::audit`] or [`crate::ops`] (only the crate's leaf
-//! `escape` module, to quote client bytes in its logs). Every other layer
-//! may import it.
+//! [`crate::audit`] or [`crate::ops`] (only the crate's leaf modules:
+//! `escape`, to quote client bytes in its logs, and `lock`). Every other
+//! layer may import it.
 //!
 //! | module | job |
 //! | --- | --- |

@@ -33,6 +33,7 @@
 //! line is still answered, anything less is closed without a reply.
 //! Flushing and lingering connections finish as usual.
 
+use crate::lock::Lock;
 use crate::net::connection::{Connection, LINGER};
 use crate::net::liveness::Liveness;
 use crate::net::metrics::CoreMetrics;
@@ -41,7 +42,6 @@ use crate::net::proxy::ProxyError;
 use crate::net::shutdown::Shutdown;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use parking_lot::Mutex;
 use slab::Slab;
 use slog::{debug, error, warn, Logger};
 use std::cmp::Reverse;
@@ -148,7 +148,7 @@ pub struct RoomHandle {
 #[derive(Debug)]
 struct Shared {
     /// Connections handed in and not yet taken by the room thread.
-    inbox: Mutex<Vec<(Connection, Park)>>,
+    inbox: Lock<Vec<(Connection, Park)>>,
     /// Wakes the room thread's `poll`.
     waker: Waker,
     /// The room must close everything and exit now.
@@ -225,7 +225,7 @@ impl Room {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(Shared {
-            inbox: Mutex::new(Vec::new()),
+            inbox: Lock::new(Vec::new()),
             waker,
             exit: AtomicBool::new(false),
         });
