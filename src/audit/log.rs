@@ -1393,13 +1393,111 @@ mod tests {
         log.close();
         assert!(metrics.heartbeats.get() > 0, "no heartbeat in 10 s");
         assert!(
-            first < beat + Duration::from_millis(700),
-            "first heartbeat after {first:?}, due after {beat:?}"
+            first > beat - Duration::from_millis(500) && first < beat + Duration::from_millis(700),
+            "first heartbeat after {first:?}, due after {beat:?} (not at the 2 s tick, not at 4 s)"
         );
         assert!(
             spent < Duration::from_millis(500),
             "the idle sealing thread used {spent:?} of CPU in {first:?}"
         );
+    }
+
+    #[test]
+    fn the_interval_clock_keeps_its_period_and_skips_ticks_missed_while_busy() {
+        let start = Instant::now();
+        let period = Duration::from_millis(100);
+        // Woken a little late: the next tick is a period after the last
+        // deadline, not after the wake-up, so the clock does not drift.
+        let late = Duration::from_millis(3);
+        assert_eq!(after(start, period, start + late), start + period);
+        // Busy for more than a period: the missed ticks are skipped, the
+        // next is a period from now (not in the past, not a burst).
+        assert_eq!(after(start, period, start + period * 3), start + period * 4);
+        assert_eq!(after(start, period, start + period), start + period * 2);
+    }
+
+    #[test]
+    fn lines_wait_for_the_seal_interval_not_for_the_key_epoch() {
+        // Keys step every 50 ms, lines are sealed every 1.5 s: the key
+        // steps alone must not seal them.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("seal.state");
+        crate::audit::seal::keygen(&state, Duration::from_millis(50), SystemTime::now()).unwrap();
+        let metrics = AuditMetrics::default();
+        let options = SealOptions {
+            interval: Some(Duration::from_millis(1500)),
+            heartbeat: Duration::from_secs(3600),
+            ..SealOptions::new(state)
+        };
+        let log = AuditLog::open(
+            &dir.path().join("audit.log"),
+            SyncPolicy::None,
+            Some(&options),
+            metrics.clone(),
+            &discard(),
+        )
+        .unwrap();
+        let opened = Instant::now();
+        assert_eq!(metrics.seals.get(), 1, "the start seal");
+        log.append(stamped("one").as_bytes()).unwrap();
+        assert!(sealed(&metrics, 2), "no seal within the interval");
+        let first = opened.elapsed();
+        log.close();
+        assert!(
+            first >= Duration::from_millis(1200),
+            "sealed after {first:?}, before the 1.5 s interval"
+        );
+    }
+
+    #[test]
+    fn sealed_lines_are_synced_first() {
+        // With no sync policy the only syncs are the sealer's: the bytes a
+        // seal covers are on disk before the seal is.
+        let dir = tempfile::tempdir().unwrap();
+        let (log, metrics, _key) = sealed_log(dir.path(), Duration::from_millis(50));
+        let synced = metrics.sync_duration.count();
+        log.append(stamped("one").as_bytes()).unwrap();
+        assert!(sealed(&metrics, 2), "no seal within the interval");
+        assert!(
+            metrics.sync_duration.count() > synced,
+            "sealed without a sync"
+        );
+        log.close();
+    }
+
+    #[test]
+    fn a_seal_that_keeps_failing_is_logged_once_per_warn_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("seal.state");
+        crate::audit::seal::keygen(&state, Duration::from_millis(20), SystemTime::now()).unwrap();
+        let (logger, messages) = capture();
+        let metrics = AuditMetrics::default();
+        let log = AuditLog::open(
+            &dir.path().join("audit.log"),
+            SyncPolicy::None,
+            Some(&SealOptions {
+                heartbeat: Duration::from_secs(3600),
+                ..SealOptions::new(state)
+            }),
+            metrics.clone(),
+            &logger,
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("seal.state.tmp")).unwrap();
+        log.append(stamped("one").as_bytes()).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while metrics.seal_failures.get() < 5 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(metrics.seal_failures.get() >= 5, "not retried");
+        let told = messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.starts_with("cannot seal the audit log"))
+            .count();
+        assert_eq!(told, 1, "five failures in well under {WARN_EVERY:?}");
+        drop(log);
     }
 
     #[test]

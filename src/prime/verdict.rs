@@ -216,6 +216,20 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_is_recorded_with_its_letter_and_phrase() {
+        let recorded = |line: &[u8]| {
+            let a = answer(line);
+            (Entry::code(&a), Entry::phrase(&a).to_owned())
+        };
+        assert_eq!(recorded(b"17"), ('T', "'17' is a prime number".to_owned()));
+        assert_eq!(
+            recorded(b"18"),
+            ('F', "'18' is not a prime number".to_owned())
+        );
+        assert_eq!(recorded(b"x"), ('E', "'x' is not an integer".to_owned()));
+    }
+
+    #[test]
     fn reply_codes_round_trip() {
         for v in Verdict::ALL {
             assert_eq!(Verdict::from_code(v.reply()[0]), Some(v));
