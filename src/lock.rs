@@ -8,9 +8,9 @@
 //! cost 1.09x-1.16x the CPU per line of the `std` mutex it replaced
 //! (bench/results/before-after-e9cd89a.md). The `std` mutex spins briefly
 //! and then sleeps on a futex until the holder wakes it, which is what a
-//! lock held for a microsecond wants. Poisoning is ignored, as with
-//! `parking_lot`: the data behind these locks stays consistent across a
-//! panic (each holder finishes its update before anything can panic).
+//! lock held for a microsecond wants. Poisoning is ignored, as it was with
+//! `parking_lot`: a panic in one connection must not stop every later
+//! request from being audited.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
