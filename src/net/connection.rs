@@ -722,6 +722,12 @@ mod tests {
         client.write_all(b"1\n2\n").unwrap();
         eventually(|| unread(&conn) == 4);
         assert!(!conn.needs_linger(), "no reply to destroy");
+        // Nothing sent, input read into the buffer: still never.
+        let (mut fresh, mut other) = pair(Limits::default());
+        other.write_all(b"1\n2\n").unwrap();
+        assert_eq!(settle(&mut fresh), Readiness::Line);
+        assert!(!fresh.input.is_empty());
+        assert!(!fresh.needs_linger(), "no reply to destroy, input buffered");
         // Replied, with input the server never read: decided from what was
         // read, without a system call, so no.
         conn.queue_reply(b"T\n");
