@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(queue.next(|| false), Some(0));
         let drainer = {
             let queue = Arc::clone(&queue);
-            std::thread::spawn(move || queue.next(|| false))
+            std::thread::spawn(move || (queue.next(|| false), Instant::now()))
         };
         // Wait (bounded) until the drainer waits, then hand it one item.
         let until = Instant::now() + Duration::from_secs(10);
@@ -162,7 +162,36 @@ mod tests {
             assert!(Instant::now() < until, "the drainer never waited");
             std::thread::yield_now();
         }
+        let pushed = Instant::now();
         assert_eq!(queue.push(7), 0, "the waiting drainer takes it");
+        let (got, at) = drainer.join().unwrap();
+        assert_eq!(got, Some(7));
+        // Woken by the push, not by its wait running out.
+        let took = at.duration_since(pushed);
+        assert!(took < DRAINER_IDLE, "woken, not timed out: {took:?}");
+    }
+
+    #[test]
+    fn an_item_that_comes_as_the_wait_runs_out_is_still_taken() {
+        let queue = Arc::new(ReadyQueue::new(1));
+        assert_eq!(queue.push(0), 1);
+        assert_eq!(queue.next(|| false), Some(0));
+        let drainer = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || queue.next(|| false))
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while queue.state.lock().idle == 0 {
+            assert!(Instant::now() < until, "the drainer never waited");
+            std::thread::yield_now();
+        }
+        // Hold the lock past the drainer's timeout, so that it wakes timed
+        // out and finds an item queued meanwhile: it must take it, not end
+        // and leave it to no one.
+        let mut state = queue.state.lock();
+        std::thread::sleep(DRAINER_IDLE + Duration::from_millis(100));
+        state.queue.push_back(7);
+        drop(state);
         assert_eq!(drainer.join().unwrap(), Some(7));
     }
 
