@@ -111,7 +111,7 @@ fuzz: deps
 ## timeout. The report is in target/mutants/mutants.out
 ## (missed.txt, caught.txt, timeout.txt, ...). Narrow it with
 ## MUTANTS_FILES='src/prime/parse.rs'.
-MUTANTS_FILES ?= src/prime/parse.rs src/escape.rs src/prime/verdict.rs src/prime/primality.rs src/prime/primality/small.rs src/prime/primality/wide.rs src/prime/primality/bpsw.rs src/audit/log.rs src/net/connection.rs src/net/framing.rs src/net/ready_queue.rs
+MUTANTS_FILES ?= src/prime/parse.rs src/escape.rs src/prime/verdict.rs src/prime/primality.rs src/prime/primality/small.rs src/prime/primality/wide.rs src/prime/primality/bpsw.rs src/audit/log.rs src/net/connection.rs src/net/framing.rs src/net/ready_queue.rs src/lock.rs
 mutants: deps
 	@command -v cargo-mutants >/dev/null 2>&1 || { echo "make mutants: installing cargo-mutants with cargo install"; $(CARGO) install cargo-mutants --locked; }
 	@$(CARGO) mutants $(addprefix --file ,$(MUTANTS_FILES)) --output target/mutants --cargo-arg=--lib; \
