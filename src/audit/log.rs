@@ -888,14 +888,20 @@ mod tests {
         (log, messages)
     }
 
-    /// How many captured messages start with `prefix`.
-    fn count(messages: &std::sync::Mutex<Vec<String>>, prefix: &str) -> usize {
+    /// The captured messages that start with `prefix`.
+    fn said(messages: &std::sync::Mutex<Vec<String>>, prefix: &str) -> Vec<String> {
         messages
             .lock()
             .unwrap()
             .iter()
             .filter(|m| m.starts_with(prefix))
-            .count()
+            .cloned()
+            .collect()
+    }
+
+    /// How many captured messages start with `prefix`.
+    fn count(messages: &std::sync::Mutex<Vec<String>>, prefix: &str) -> usize {
+        said(messages, prefix).len()
     }
 
     /// `dir/audit.log` as a symbolic link to `target`, so a test can make
@@ -1110,21 +1116,28 @@ mod tests {
     ) -> (AuditLog, AuditMetrics, crate::audit::seal::VerifyKey) {
         let state = dir.join("seal.state");
         let key = crate::audit::seal::keygen(&state, interval, SystemTime::now()).unwrap();
-        let metrics = AuditMetrics::default();
         let options = SealOptions {
             heartbeat: beat,
             fail_closed,
             ..SealOptions::new(state)
         };
+        let (log, metrics) = open_sealed(dir, &options, &discard());
+        (log, metrics, key)
+    }
+
+    /// `dir/audit.log` sealed as `options` say (its state made already),
+    /// no sync policy, logging to `logger`: (log, its metrics).
+    fn open_sealed(dir: &Path, options: &SealOptions, logger: &Logger) -> (AuditLog, AuditMetrics) {
+        let metrics = AuditMetrics::default();
         let log = AuditLog::open(
             &dir.join("audit.log"),
             SyncPolicy::None,
-            Some(&options),
+            Some(options),
             metrics.clone(),
-            &discard(),
+            logger,
         )
         .unwrap();
-        (log, metrics, key)
+        (log, metrics)
     }
 
     fn sealed_log(
@@ -1145,25 +1158,13 @@ mod tests {
             let state = dir.path().join("seal.state");
             crate::audit::seal::keygen(&state, hour, SystemTime::now() - ago).unwrap();
             let (logger, messages) = capture();
-            let log = AuditLog::open(
-                &dir.path().join("audit.log"),
-                SyncPolicy::None,
-                Some(&SealOptions {
-                    heartbeat: hour,
-                    ..SealOptions::new(state)
-                }),
-                AuditMetrics::default(),
-                &logger,
-            )
-            .unwrap();
+            let options = SealOptions {
+                heartbeat: hour,
+                ..SealOptions::new(state)
+            };
+            let (log, _metrics) = open_sealed(dir.path(), &options, &logger);
             log.close();
-            let stepped: Vec<String> = messages
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|m| m.starts_with("stepped the sealing key"))
-                .cloned()
-                .collect();
+            let stepped = said(&messages, "stepped the sealing key");
             match told {
                 None => assert!(stepped.is_empty(), "{stepped:?}"),
                 Some(epochs) => assert!(
@@ -1334,27 +1335,26 @@ mod tests {
         log.close();
     }
 
-    /// CPU time (user + system) of this process's threads named
-    /// `audit-seal`, keyed by thread id.
+    /// Time on CPU of this process's threads named `audit-seal`, keyed by
+    /// thread id (the first field of each thread's `schedstat`, in ns, as
+    /// the bench reads it).
     fn seal_thread_cpu() -> std::collections::HashMap<String, Duration> {
         let mut cpu = std::collections::HashMap::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let path = task.path();
-            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-            if comm.trim_end() != "audit-seal" {
+            let read =
+                |name: &str| std::fs::read_to_string(task.path().join(name)).unwrap_or_default();
+            if read("comm").trim_end() != "audit-seal" {
                 continue;
             }
-            // Fields after the ")" that ends the name, from the state on:
-            // utime and stime are the 12th and 13th, in ticks of 10 ms.
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.split_whitespace().collect())
-                .unwrap_or_default();
-            let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-            if let (Some(user), Some(system)) = (tick(11), tick(12)) {
-                let name = task.file_name().to_string_lossy().into_owned();
-                cpu.insert(name, Duration::from_millis((user + system) * 10));
+            let on_cpu = read("schedstat")
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse().ok());
+            if let Some(ns) = on_cpu {
+                cpu.insert(
+                    task.file_name().to_string_lossy().into_owned(),
+                    Duration::from_nanos(ns),
+                );
             }
         }
         cpu
@@ -1423,20 +1423,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("seal.state");
         crate::audit::seal::keygen(&state, Duration::from_millis(50), SystemTime::now()).unwrap();
-        let metrics = AuditMetrics::default();
         let options = SealOptions {
             interval: Some(Duration::from_millis(1500)),
             heartbeat: Duration::from_secs(3600),
             ..SealOptions::new(state)
         };
-        let log = AuditLog::open(
-            &dir.path().join("audit.log"),
-            SyncPolicy::None,
-            Some(&options),
-            metrics.clone(),
-            &discard(),
-        )
-        .unwrap();
+        let (log, metrics) = open_sealed(dir.path(), &options, &discard());
         let opened = Instant::now();
         assert_eq!(metrics.seals.get(), 1, "the start seal");
         log.append(stamped("one").as_bytes()).unwrap();
@@ -1471,18 +1463,11 @@ mod tests {
         let state = dir.path().join("seal.state");
         crate::audit::seal::keygen(&state, Duration::from_millis(20), SystemTime::now()).unwrap();
         let (logger, messages) = capture();
-        let metrics = AuditMetrics::default();
-        let log = AuditLog::open(
-            &dir.path().join("audit.log"),
-            SyncPolicy::None,
-            Some(&SealOptions {
-                heartbeat: Duration::from_secs(3600),
-                ..SealOptions::new(state)
-            }),
-            metrics.clone(),
-            &logger,
-        )
-        .unwrap();
+        let options = SealOptions {
+            heartbeat: Duration::from_secs(3600),
+            ..SealOptions::new(state)
+        };
+        let (log, metrics) = open_sealed(dir.path(), &options, &logger);
         std::fs::create_dir(dir.path().join("seal.state.tmp")).unwrap();
         log.append(stamped("one").as_bytes()).unwrap();
         let until = Instant::now() + Duration::from_secs(10);
@@ -1490,12 +1475,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(metrics.seal_failures.get() >= 5, "not retried");
-        let told = messages
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.starts_with("cannot seal the audit log"))
-            .count();
+        let told = count(&messages, "cannot seal the audit log");
         assert_eq!(told, 1, "five failures in well under {WARN_EVERY:?}");
         drop(log);
     }
