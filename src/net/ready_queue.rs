@@ -121,6 +121,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
+    /// Returns once a drainer waits on `queue` (fails after 10 s).
+    fn wait_until_a_drainer_waits<T>(queue: &ReadyQueue<T>) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while queue.state.lock().idle == 0 {
+            assert!(Instant::now() < until, "the drainer never waited");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_job_is_posted_only_when_the_queue_outgrows_the_drainers() {
         let queue = ReadyQueue::new(2);
@@ -157,11 +166,7 @@ mod tests {
             std::thread::spawn(move || (queue.next(|| false), Instant::now()))
         };
         // Wait (bounded) until the drainer waits, then hand it one item.
-        let until = Instant::now() + Duration::from_secs(10);
-        while queue.state.lock().idle == 0 {
-            assert!(Instant::now() < until, "the drainer never waited");
-            std::thread::yield_now();
-        }
+        wait_until_a_drainer_waits(&queue);
         let pushed = Instant::now();
         assert_eq!(queue.push(7), 0, "the waiting drainer takes it");
         let (got, at) = drainer.join().unwrap();
@@ -180,11 +185,7 @@ mod tests {
             let queue = Arc::clone(&queue);
             std::thread::spawn(move || queue.next(|| false))
         };
-        let until = Instant::now() + Duration::from_secs(10);
-        while queue.state.lock().idle == 0 {
-            assert!(Instant::now() < until, "the drainer never waited");
-            std::thread::yield_now();
-        }
+        wait_until_a_drainer_waits(&queue);
         // Hold the lock past the drainer's timeout, so that it wakes timed
         // out and finds an item queued meanwhile: it must take it, not end
         // and leave it to no one.
@@ -208,9 +209,7 @@ mod tests {
             let (queue, stop) = (Arc::clone(&queue), Arc::clone(&stop));
             std::thread::spawn(move || (queue.next(|| stop.load(Ordering::SeqCst)), Instant::now()))
         };
-        while queue.state.lock().idle == 0 {
-            std::thread::yield_now();
-        }
+        wait_until_a_drainer_waits(&queue);
         stop.store(true, Ordering::SeqCst);
         let woken = Instant::now();
         queue.wake_all();
