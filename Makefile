@@ -31,6 +31,7 @@ run: deps
 FUZZ_TEST_SECONDS ?= 20
 test: deps
 	@scripts/ensure-tools.sh --optional python3 logrotate haproxy socat strace fiu-run fiu-ctrl lintian systemd-analyze prometheus promtool rsyslogd
+	@scripts/bench-venv.sh
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --benches
 	$(CARGO) test --release --test primality_differential
